@@ -1,0 +1,394 @@
+//! faultctl: the operator's and drill script's client for faultd.
+//!
+//! Exit codes (stable, for scripts): 0 success; 1 an unexpected error; 2 a usage error;
+//! 3 faultd refused the request; 4 faultd cannot be reached.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+use faultline::{
+    control::{
+        client::{Client, ClientError},
+        DEFAULT_SOCKET,
+    },
+    proto::FaultView,
+};
+use serde_json::{json, Map, Value};
+
+const EXIT_ERROR: u8 = 1;
+const EXIT_REJECTED: u8 = 3;
+const EXIT_UNREACHABLE: u8 = 4;
+
+/// Inject network faults through faultd.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 refused by faultd, 4 faultd unreachable."
+)]
+struct Cli {
+    /// faultd's socket.
+    #[arg(long, global = true, env = "FAULTLINE_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print the protocol's JSON results instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Drop a share of the matching packets.
+    Loss {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Percent of packets to drop, uniformly at random.
+        #[arg(long, required_unless_present = "burst", conflicts_with = "burst")]
+        percent: Option<f64>,
+        /// Gilbert-Elliott bursts, as netem's gemodel: P,R[,1-H[,1-K]] in percent.
+        #[arg(long, value_name = "P,R[,1-H[,1-K]]")]
+        burst: Option<String>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Drop every matching packet.
+    Partition {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// List active faults.
+    #[command(alias = "list")]
+    Ls,
+    /// Show one fault with its counters.
+    Show { fault_id: String },
+    /// Revoke one fault.
+    #[command(alias = "revoke")]
+    Rm { fault_id: String },
+    /// Revoke every fault (the kill switch).
+    Clear,
+    /// Print events (applied, expired, revoked, error) as they happen.
+    Watch,
+    /// Show the agent's version, kernel features and limits.
+    Status,
+}
+
+#[derive(Debug, Args)]
+struct TargetArgs {
+    /// Network device to act on.
+    #[arg(long)]
+    dev: String,
+    /// Network namespace: a name under /run/netns, a path, or pid:N.
+    #[arg(long)]
+    netns: Option<String>,
+    /// egress, ingress or both (default: egress for loss, both for partition).
+    #[arg(long)]
+    direction: Option<String>,
+    /// tcp, udp, icmp, icmpv6 or any.
+    #[arg(long)]
+    proto: Option<String>,
+    /// This host's side of the flow (CIDR; repeatable).
+    #[arg(long)]
+    src: Vec<String>,
+    /// The peer's side of the flow (CIDR; repeatable).
+    #[arg(long)]
+    dst: Vec<String>,
+    /// This host's port or range, e.g. 8080 or 9000-9100 (repeatable).
+    #[arg(long)]
+    sport: Vec<String>,
+    /// The peer's port or range (repeatable).
+    #[arg(long)]
+    dport: Vec<String>,
+    /// Fraction of flows affected, chosen by a hash of each flow (0 < F <= 1).
+    #[arg(long)]
+    flows: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// How long the fault lasts, e.g. 30s, 500ms, 2m.
+    #[arg(long = "for", value_name = "DURATION")]
+    duration: Option<String>,
+    /// A free-text label shown in listings.
+    #[arg(long)]
+    label: Option<String>,
+    /// Makes a retried apply idempotent: the same key returns the same fault.
+    #[arg(long)]
+    key: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = match &e {
+                ClientError::Connect { .. } => EXIT_UNREACHABLE,
+                ClientError::Rejected(_) => EXIT_REJECTED,
+                ClientError::Io(_) | ClientError::Protocol(_) => EXIT_ERROR,
+            };
+            if cli.json {
+                let error = match &e {
+                    ClientError::Rejected(body) => json!(body),
+                    other => json!({"code": "client_error", "message": other.to_string()}),
+                };
+                println!("{}", json!({"ok": false, "error": error}));
+            }
+            eprintln!("faultctl: {e}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), ClientError> {
+    let mut client = Client::connect(&cli.socket)?;
+    match &cli.command {
+        Cmd::Loss {
+            target,
+            percent,
+            burst,
+            common,
+        } => {
+            let loss = match (percent, burst) {
+                (Some(p), _) => json!({"percent": p}),
+                (None, Some(text)) => json!({"burst": burst_json(text)?}),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            apply(cli, &mut client, target, common, "loss", loss)
+        }
+        Cmd::Partition { target, common } => {
+            apply(cli, &mut client, target, common, "partition", json!({}))
+        }
+        Cmd::Ls => {
+            let result = client.request("list", json!({}))?;
+            if cli.json {
+                println!("{result}");
+            } else {
+                let faults: Vec<FaultView> =
+                    parse(result.get("faults").cloned().unwrap_or_default())?;
+                print_table(&faults);
+            }
+            Ok(())
+        }
+        Cmd::Show { fault_id } => {
+            let result = client.request("get", json!({"fault_id": fault_id}))?;
+            print_fault(cli, result)
+        }
+        Cmd::Rm { fault_id } => {
+            let result = client.request("revoke", json!({"fault_id": fault_id}))?;
+            print_fault(cli, result)
+        }
+        Cmd::Clear => {
+            let result = client.request("clear", json!({}))?;
+            if cli.json {
+                println!("{result}");
+            } else {
+                let faults: Vec<FaultView> =
+                    parse(result.get("revoked").cloned().unwrap_or_default())?;
+                println!("revoked {} fault(s)", faults.len());
+            }
+            Ok(())
+        }
+        Cmd::Watch => {
+            client.request("watch", json!({}))?;
+            while let Some(event) = client.next_line()? {
+                if cli.json {
+                    println!("{event}");
+                } else {
+                    let fault = &event["fault"];
+                    println!(
+                        "{} {} {} {}",
+                        event["event"].as_str().unwrap_or("?"),
+                        fault["id"].as_str().unwrap_or("?"),
+                        summary_of(fault),
+                        event["message"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::Status => {
+            let result = client.request("hello", json!({}))?;
+            if cli.json {
+                println!("{result}");
+            } else {
+                println!(
+                    "faultd {} (protocol {})",
+                    result["version"], result["protocol"]
+                );
+                println!("kernel        {}", result["kernel"].as_str().unwrap_or("?"));
+                println!("features      {}", result["features"]);
+                println!("limits        {}", result["limits"]);
+                println!("active faults {}", result["active_faults"]);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn apply(
+    cli: &Cli,
+    client: &mut Client,
+    target: &TargetArgs,
+    common: &CommonArgs,
+    action: &str,
+    action_body: Value,
+) -> Result<(), ClientError> {
+    let mut matcher = Map::new();
+    let mut put = |name: &str, values: &[String]| {
+        if !values.is_empty() {
+            matcher.insert(name.into(), json!(values));
+        }
+    };
+    put("src", &target.src);
+    put("dst", &target.dst);
+    put("sport", &target.sport);
+    put("dport", &target.dport);
+    if let Some(proto) = &target.proto {
+        matcher.insert("proto".into(), json!(proto));
+    }
+    let mut target_json = json!({"dev": target.dev, "match": matcher});
+    let mut fault = json!({"target": {}, action: action_body});
+    for (name, value) in [
+        ("netns", target.netns.as_ref().map(|v| json!(v))),
+        ("direction", target.direction.as_ref().map(|v| json!(v))),
+        ("flows", target.flows.map(|v| json!(v))),
+    ] {
+        if let Some(value) = value {
+            target_json[name] = value;
+        }
+    }
+    fault["target"] = target_json;
+    if let Some(duration) = &common.duration {
+        fault["duration"] = json!(duration);
+    }
+    if let Some(label) = &common.label {
+        fault["label"] = json!(label);
+    }
+    let mut args = json!({"fault": fault});
+    if let Some(key) = &common.key {
+        args["key"] = json!(key);
+    }
+    let result = client.request("apply", args)?;
+    if cli.json {
+        println!("{result}");
+    } else {
+        let view: FaultView = parse(result)?;
+        println!(
+            "applied {} {} for {}",
+            view.id,
+            summary_of(&json!(view.fault)),
+            view.fault.duration.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn burst_json(text: &str) -> Result<Value, ClientError> {
+    let numbers: Result<Vec<f64>, _> = text.split(',').map(|s| s.trim().parse::<f64>()).collect();
+    let usage = || {
+        ClientError::Protocol(format!(
+            "--burst {text:?}: expected P,R[,1-H[,1-K]] in percent"
+        ))
+    };
+    let numbers = numbers.map_err(|_| usage())?;
+    let mut burst = match numbers.as_slice() {
+        [p, r, ..] if numbers.len() <= 4 => json!({"p": p, "r": r}),
+        _ => return Err(usage()),
+    };
+    if let Some(bad) = numbers.get(2) {
+        burst["loss_bad"] = json!(bad);
+    }
+    if let Some(good) = numbers.get(3) {
+        burst["loss_good"] = json!(good);
+    }
+    Ok(burst)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ClientError> {
+    serde_json::from_value(value).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+fn print_fault(cli: &Cli, result: Value) -> Result<(), ClientError> {
+    if cli.json {
+        println!("{result}");
+        return Ok(());
+    }
+    let view: FaultView = parse(result)?;
+    print_table(std::slice::from_ref(&view));
+    let c = view.counters;
+    println!();
+    println!(
+        "{:<8} {:>12} {:>14} {:>12} {:>14}",
+        "", "matched pkts", "matched bytes", "dropped pkts", "dropped bytes"
+    );
+    for (name, d) in [("egress", c.egress), ("ingress", c.ingress)] {
+        println!(
+            "{name:<8} {:>12} {:>14} {:>12} {:>14}",
+            d.matched_packets, d.matched_bytes, d.dropped_packets, d.dropped_bytes
+        );
+    }
+    Ok(())
+}
+
+/// "loss 20% egress veth0@lab udp dst=10.0.0.2/32" from a fault's wire form.
+fn summary_of(fault: &Value) -> String {
+    let spec = if fault.get("fault").is_some() {
+        &fault["fault"]
+    } else {
+        fault
+    };
+    let action = if let Some(p) = spec["loss"]["percent"].as_f64() {
+        format!("loss {p}%")
+    } else if spec["loss"]["burst"].is_object() {
+        format!("burst-loss {}", spec["loss"]["burst"])
+    } else {
+        "partition".to_owned()
+    };
+    let target = &spec["target"];
+    let mut place = target["dev"].as_str().unwrap_or("?").to_owned();
+    if let Some(ns) = target["netns"].as_str() {
+        place = format!("{place}@{ns}");
+    }
+    let mut parts = vec![
+        action,
+        target["direction"].as_str().unwrap_or("").to_owned(),
+        place,
+    ];
+    let m = &target["match"];
+    if let Some(proto) = m["proto"].as_str().filter(|p| *p != "any") {
+        parts.push(proto.to_owned());
+    }
+    for field in ["src", "dst", "sport", "dport"] {
+        if let Some(items) = m[field].as_array().filter(|a| !a.is_empty()) {
+            let items: Vec<String> = items
+                .iter()
+                .map(|v| v.as_str().map_or(v.to_string(), str::to_owned))
+                .collect();
+            parts.push(format!("{field}={}", items.join(",")));
+        }
+    }
+    if let Some(flows) = target["flows"].as_f64() {
+        parts.push(format!("flows={flows}"));
+    }
+    parts.join(" ")
+}
+
+fn print_table(faults: &[FaultView]) {
+    println!(
+        "{:<10} {:>9} {:>10} {:>10}  {:<16} FAULT",
+        "ID", "REMAINING", "DROP-EGR", "DROP-ING", "LABEL"
+    );
+    for f in faults {
+        println!(
+            "{:<10} {:>9} {:>10} {:>10}  {:<16} {}",
+            f.id,
+            format!("{:.1}s", f.remaining_ms as f64 / 1000.0),
+            f.counters.egress.dropped_packets,
+            f.counters.ingress.dropped_packets,
+            f.fault.label.as_deref().unwrap_or("-"),
+            summary_of(&json!(f.fault)),
+        );
+    }
+}

@@ -1,0 +1,687 @@
+//! The one owner of active faults and of every kernel object faultd installs. It runs on its
+//! own thread (it enters network namespaces, which is per thread); connections send it
+//! `Command`s and get answers on oneshot channels. Expiry, revoke, clear and shutdown all go
+//! through `remove_fault`, the single inverse of `apply`.
+
+mod journal;
+mod namespace;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::mpsc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::{json, Value};
+use thiserror::Error;
+use tokio::sync::{broadcast, oneshot};
+
+use self::{
+    journal::{AttachmentRecord, Journal},
+    namespace::{DeviceKey, Namespace},
+};
+use crate::{
+    fault::{
+        plan::{self, PrefixKey, TooManyOverlapping},
+        spec::{DurationLimits, FaultSpec, FaultWire, SpecError},
+        values::format_duration,
+    },
+    kernel::{
+        self,
+        abi::{DIR_EGRESS, DIR_INGRESS, MAX_FAULTS},
+        bpf::{Datapath, Hook},
+        netns::{Netns, NetnsId},
+        KernelError,
+    },
+    proto::{
+        Counters, DirectionCounters, ErrorBody, ErrorCode, Event, EventKind, FaultState, FaultView,
+        MAX_LINE_BYTES, PROTOCOL_VERSION,
+    },
+};
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub state_dir: PathBuf,
+    pub durations: DurationLimits,
+    pub max_faults: usize,
+}
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("no fault {0:?}")]
+    NotFound(String),
+    #[error("key {key:?} already names fault {fault_id} with a different spec")]
+    Conflict { key: String, fault_id: String },
+    #[error("{max} faults are active, the most this agent allows")]
+    TooManyFaults { max: usize },
+    #[error(transparent)]
+    Overlap(#[from] TooManyOverlapping),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+impl EngineError {
+    /// The one place engine errors become wire errors.
+    pub fn to_body(&self) -> ErrorBody {
+        let body = |code| ErrorBody::new(code, self.to_string());
+        match self {
+            Self::Spec(e) => ErrorBody::new(ErrorCode::InvalidValue, e.message.clone())
+                .with_field(e.field.clone()),
+            Self::NotFound(_) => body(ErrorCode::NotFound).with_field("fault_id"),
+            Self::Conflict { .. } => body(ErrorCode::Conflict).with_field("key"),
+            Self::TooManyFaults { .. } | Self::Overlap(_) => body(ErrorCode::LimitExceeded),
+            Self::Kernel(KernelError::NetnsNotFound { .. }) => {
+                body(ErrorCode::NetnsNotFound).with_field("fault.target.netns")
+            }
+            Self::Kernel(KernelError::DeviceNotFound { .. }) => {
+                body(ErrorCode::DeviceNotFound).with_field("fault.target.dev")
+            }
+            Self::Kernel(KernelError::Unsupported { .. }) => body(ErrorCode::Unsupported),
+            Self::Kernel(_) => body(ErrorCode::KernelError),
+            Self::Stopped => body(ErrorCode::Internal),
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+pub enum Command {
+    Hello(Reply<Value>),
+    Apply {
+        fault: Box<FaultWire>,
+        key: Option<String>,
+        reply: Reply<FaultView>,
+    },
+    List(Reply<Vec<FaultView>>),
+    Get {
+        fault_id: String,
+        reply: Reply<FaultView>,
+    },
+    Revoke {
+        fault_id: String,
+        reply: Reply<FaultView>,
+    },
+    Clear(Reply<Vec<FaultView>>),
+    /// Revert everything and stop the engine thread.
+    Shutdown(Reply<Vec<FaultView>>),
+}
+
+/// A cloneable way to talk to the engine.
+#[derive(Clone, Debug)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+}
+
+impl EngineHandle {
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .map_err(|_| EngineError::Stopped)?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+}
+
+struct ActiveFault {
+    id: String,
+    key: Option<String>,
+    spec: FaultSpec,
+    wire: FaultWire,
+    netns: NetnsId,
+    device: DeviceKey,
+    slot: u32,
+    prefixes: Vec<PrefixKey>,
+    hooks: Vec<Hook>,
+    applied_at: SystemTime,
+    deadline: Instant,
+    deadline_ns: u64,
+}
+
+/// A device an earlier faultd attached to, kept until its faults' deadline has passed.
+struct Orphan {
+    record: AttachmentRecord,
+    deadline: Instant,
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    home: Netns,
+    faults: BTreeMap<String, ActiveFault>,
+    keys: HashMap<String, String>,
+    namespaces: HashMap<NetnsId, Namespace>,
+    orphans: Vec<Orphan>,
+    journal: Journal,
+    journaled: Vec<AttachmentRecord>,
+    ebpf_support: Result<(), String>,
+    events: broadcast::Sender<Event>,
+    next_id: u64,
+}
+
+/// Starts the engine thread.
+pub fn spawn(
+    config: EngineConfig,
+) -> Result<(EngineHandle, std::thread::JoinHandle<()>), EngineError> {
+    let (commands, inbox) = mpsc::channel();
+    let (events, _) = broadcast::channel(1024);
+    let journal = Journal::open(&config.state_dir).map_err(|source| KernelError::Syscall {
+        call: "create state dir",
+        source,
+    })?;
+    let handle = EngineHandle {
+        commands,
+        events: events.clone(),
+    };
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("faultline-engine".into())
+        .spawn(move || {
+            let home = match Netns::current() {
+                Ok(home) => home,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(EngineError::Kernel(e)));
+                    return;
+                }
+            };
+            // One trial load tells `hello` (and every apply) whether this kernel runs our programs.
+            let ebpf_support = Datapath::load().map(drop).map_err(|e| match e {
+                KernelError::Unsupported { detail, .. } => detail,
+                other => other.to_string(),
+            });
+            let mut engine = Engine {
+                config,
+                home,
+                faults: BTreeMap::new(),
+                keys: HashMap::new(),
+                namespaces: HashMap::new(),
+                orphans: Vec::new(),
+                journal,
+                journaled: Vec::new(),
+                ebpf_support,
+                events,
+                next_id: 0,
+            };
+            engine.adopt_orphans();
+            let _ = ready_tx.send(Ok(()));
+            engine.run(inbox);
+        })
+        .map_err(|source| KernelError::Syscall {
+            call: "spawn engine thread",
+            source,
+        })?;
+    ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+    Ok((handle, thread))
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Engine {
+    fn run(&mut self, inbox: mpsc::Receiver<Command>) {
+        loop {
+            let next = self.next_wakeup();
+            let command = match next {
+                Some(at) => {
+                    match inbox.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                        Ok(command) => Some(command),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match inbox.recv() {
+                    Ok(command) => Some(command),
+                    Err(_) => break,
+                },
+            };
+            self.expire_due();
+            match command {
+                Some(Command::Shutdown(reply)) => {
+                    let removed = self.remove_all(FaultState::Revoked);
+                    self.remove_orphans(true);
+                    let _ = reply.send(Ok(removed));
+                    return;
+                }
+                Some(command) => self.handle(command),
+                None => {}
+            }
+        }
+        self.remove_all(FaultState::Revoked);
+        self.remove_orphans(true);
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Hello(reply) => {
+                let _ = reply.send(Ok(self.hello()));
+            }
+            Command::Apply { fault, key, reply } => {
+                let _ = reply.send(self.apply(&fault, key));
+            }
+            Command::List(reply) => {
+                let _ = reply.send(Ok(self
+                    .faults
+                    .values()
+                    .map(|f| self.view(f, FaultState::Active))
+                    .collect()));
+            }
+            Command::Get { fault_id, reply } => {
+                let view = self
+                    .faults
+                    .get(&fault_id)
+                    .map(|f| self.view(f, FaultState::Active));
+                let _ = reply.send(view.ok_or(EngineError::NotFound(fault_id)));
+            }
+            Command::Revoke { fault_id, reply } => {
+                let result = if self.faults.contains_key(&fault_id) {
+                    Ok(self.remove_fault(&fault_id, FaultState::Revoked))
+                } else {
+                    Err(EngineError::NotFound(fault_id))
+                };
+                let _ = reply.send(result);
+            }
+            Command::Clear(reply) => {
+                let _ = reply.send(Ok(self.remove_all(FaultState::Revoked)));
+            }
+            Command::Shutdown(_) => unreachable!("handled by run"),
+        }
+    }
+
+    fn hello(&self) -> Value {
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        json!({
+            "protocol": PROTOCOL_VERSION,
+            "agent": "faultd",
+            "version": env!("CARGO_PKG_VERSION"),
+            "kernel": release,
+            "features": {
+                "ebpf_tc": self.ebpf_support.is_ok(),
+                "netem": false,
+            },
+            "limits": {
+                "max_duration": format_duration(self.config.durations.max),
+                "default_duration": self.config.durations.default.map(format_duration),
+                "max_faults": self.config.max_faults,
+                "max_line_bytes": MAX_LINE_BYTES,
+            },
+            "active_faults": self.faults.len(),
+        })
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let faults = self.faults.values().map(|f| f.deadline);
+        faults.chain(self.orphans.iter().map(|o| o.deadline)).min()
+    }
+
+    fn expire_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .faults
+            .values()
+            .filter(|f| f.deadline <= now)
+            .map(|f| f.id.clone())
+            .collect();
+        for id in due {
+            self.remove_fault(&id, FaultState::Expired);
+        }
+        if self.orphans.iter().any(|o| o.deadline <= now) {
+            self.remove_orphans(false);
+        }
+    }
+
+    fn new_fault_id(&mut self) -> String {
+        loop {
+            self.next_id += 1;
+            let seed = unix_ms(SystemTime::now()) ^ (u64::from(std::process::id()) << 40);
+            let id = format!("f{:08x}", (mix64(seed ^ self.next_id) >> 32) as u32);
+            if !self.faults.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn apply(&mut self, wire: &FaultWire, key: Option<String>) -> Result<FaultView, EngineError> {
+        let spec = FaultSpec::from_wire(wire, &self.config.durations)?;
+        let normalized = spec.to_wire();
+        if let Some(existing) = key
+            .as_ref()
+            .and_then(|k| self.keys.get(k))
+            .and_then(|id| self.faults.get(id))
+        {
+            if existing.wire == normalized {
+                return Ok(self.view(existing, FaultState::Active));
+            }
+            return Err(EngineError::Conflict {
+                key: key.unwrap_or_default(),
+                fault_id: existing.id.clone(),
+            });
+        }
+        if self.faults.len() >= self.config.max_faults {
+            return Err(EngineError::TooManyFaults {
+                max: self.config.max_faults,
+            });
+        }
+        if let Err(detail) = &self.ebpf_support {
+            return Err(KernelError::Unsupported {
+                feature: "eBPF tc programs",
+                detail: detail.clone(),
+            }
+            .into());
+        }
+
+        let netns_path = match &spec.target.netns {
+            Some(reference) => reference.path(),
+            // Reopened by a later faultd, this path names that faultd's (the same) namespace.
+            None => PathBuf::from("/proc/self/ns/net"),
+        };
+        let netns = Netns::open(&netns_path)?;
+        let netns_id = netns.id();
+        let id = self.new_fault_id();
+        let deadline = Instant::now() + spec.duration;
+        let deadline_ns = kernel::monotonic_ns() + spec.duration.as_nanos() as u64;
+        let flow_seed = (mix64(self.next_id ^ deadline_ns) >> 32) as u32;
+        let mut value = plan::fault_value(&spec, flow_seed);
+        value.deadline_ns = deadline_ns;
+        let hooks: Vec<Hook> = Hook::ALL
+            .into_iter()
+            .filter(|h| match h {
+                Hook::Egress => spec.target.direction.has_egress(),
+                Hook::Ingress => spec.target.direction.has_ingress(),
+            })
+            .collect();
+
+        let home = &self.home;
+        let fresh = !self.namespaces.contains_key(&netns_id);
+        if fresh {
+            let inside = netns.enter(home)?;
+            let namespace = Namespace::new(netns)?;
+            drop(inside);
+            self.namespaces.insert(netns_id, namespace);
+        }
+        let Some(namespace) = self.namespaces.get_mut(&netns_id) else {
+            unreachable!("inserted above");
+        };
+        let dev = spec.target.dev.as_str().to_owned();
+        let installed = namespace.run(home, |ns| {
+            ns.install(&dev, &hooks, &value, |ifindex| {
+                plan::prefix_keys(&spec, ifindex)
+            })
+        });
+        let installed = installed.and_then(|r| r);
+        let (device, slot, prefixes) = match installed {
+            Ok(done) => done,
+            Err(e) => {
+                if fresh {
+                    self.drop_namespace_if_idle(netns_id);
+                }
+                return Err(e);
+            }
+        };
+
+        let fault = ActiveFault {
+            id: id.clone(),
+            key: key.clone(),
+            spec,
+            wire: normalized,
+            netns: netns_id,
+            device,
+            slot,
+            prefixes,
+            hooks,
+            applied_at: SystemTime::now(),
+            deadline,
+            deadline_ns,
+        };
+        tracing::info!(fault_id = %id, dev = %dev, netns = %netns_path.display(), duration = %format_duration(fault.spec.duration), "fault applied");
+        let view = self.view(&fault, FaultState::Active);
+        if let Some(key) = key {
+            self.keys.insert(key, id.clone());
+        }
+        self.faults.insert(id, fault);
+        self.sync_journal();
+        self.emit(EventKind::Applied, view.clone(), None);
+        Ok(view)
+    }
+
+    /// Removes one fault's kernel state; errors are logged and reported as an `error` event,
+    /// and the fault leaves the table regardless (there is nothing left to retry against).
+    fn remove_fault(&mut self, id: &str, state: FaultState) -> FaultView {
+        let Some(fault) = self.faults.remove(id) else {
+            unreachable!("callers check the id");
+        };
+        if let Some(key) = &fault.key {
+            self.keys.remove(key);
+        }
+        let mut counters = None;
+        let mut errors = Vec::new();
+        if let Some(namespace) = self.namespaces.get_mut(&fault.netns) {
+            let outcome = namespace.run(&self.home, |ns| {
+                ns.uninstall(&fault.device, fault.slot, &fault.prefixes, &fault.hooks)
+            });
+            match outcome {
+                Ok((read, errs)) => {
+                    counters = read;
+                    errors = errs.iter().map(ToString::to_string).collect();
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        self.drop_namespace_if_idle(fault.netns);
+        self.sync_journal();
+        let mut view = self.view_with(&fault, state, counters.unwrap_or_default());
+        view.remaining_ms = 0;
+        let message = (!errors.is_empty()).then(|| errors.join("; "));
+        match &message {
+            Some(m) => tracing::error!(fault_id = %id, error = %m, "fault removed with errors"),
+            None => tracing::info!(fault_id = %id, state = ?state, "fault removed"),
+        }
+        let kind = match state {
+            FaultState::Expired => EventKind::Expired,
+            _ => EventKind::Revoked,
+        };
+        self.emit(kind, view.clone(), None);
+        if let Some(m) = message {
+            self.emit(EventKind::Error, view.clone(), Some(m));
+        }
+        view
+    }
+
+    fn remove_all(&mut self, state: FaultState) -> Vec<FaultView> {
+        let ids: Vec<String> = self.faults.keys().cloned().collect();
+        ids.iter().map(|id| self.remove_fault(id, state)).collect()
+    }
+
+    fn drop_namespace_if_idle(&mut self, netns: NetnsId) {
+        if self.namespaces.get(&netns).is_some_and(Namespace::is_idle) {
+            self.namespaces.remove(&netns);
+        }
+    }
+
+    fn counters_of(&self, fault: &ActiveFault) -> kernel::abi::FlCounters {
+        self.namespaces
+            .get(&fault.netns)
+            .and_then(|ns| ns.read_counters(fault.slot).ok())
+            .unwrap_or_default()
+    }
+
+    fn view(&self, fault: &ActiveFault, state: FaultState) -> FaultView {
+        self.view_with(fault, state, self.counters_of(fault))
+    }
+
+    fn view_with(
+        &self,
+        fault: &ActiveFault,
+        state: FaultState,
+        c: kernel::abi::FlCounters,
+    ) -> FaultView {
+        let dir = |d: usize| DirectionCounters {
+            matched_packets: c.matched_packets[d],
+            matched_bytes: c.matched_bytes[d],
+            dropped_packets: c.dropped_packets[d],
+            dropped_bytes: c.dropped_bytes[d],
+        };
+        let remaining = fault.deadline.saturating_duration_since(Instant::now());
+        FaultView {
+            id: fault.id.clone(),
+            key: fault.key.clone(),
+            state,
+            fault: fault.wire.clone(),
+            applied_at_unix_ms: unix_ms(fault.applied_at),
+            expires_at_unix_ms: unix_ms(fault.applied_at + fault.spec.duration),
+            remaining_ms: remaining.as_millis() as u64,
+            counters: Counters {
+                egress: dir(DIR_EGRESS),
+                ingress: dir(DIR_INGRESS),
+            },
+        }
+    }
+
+    fn emit(&self, event: EventKind, fault: FaultView, message: Option<String>) {
+        // No subscribers is fine.
+        let _ = self.events.send(Event {
+            event,
+            fault,
+            at_unix_ms: unix_ms(SystemTime::now()),
+            message,
+        });
+    }
+
+    // ---- the attachment journal ---------------------------------------------------------
+
+    /// Journals every attached device with a deadline a little past its last fault's, so the
+    /// file is rewritten (and fsynced) only when a device is attached or detached or a fault
+    /// outlasts the slack, not on every apply.
+    fn sync_journal(&mut self) {
+        const SLACK: Duration = Duration::from_secs(5);
+        let mut wanted: Vec<AttachmentRecord> = Vec::new();
+        for (netns_id, ns) in &self.namespaces {
+            for (device, created_clsact) in ns.devices() {
+                let last = self
+                    .faults
+                    .values()
+                    .filter(|f| f.netns == *netns_id && f.device == device)
+                    .map(|f| f.deadline_ns)
+                    .max()
+                    .unwrap_or(0);
+                let journaled = self.journaled.iter().find(|r| {
+                    r.netns_ino == netns_id.ino
+                        && r.netns_dev == netns_id.dev
+                        && r.dev == device.name
+                });
+                let deadline_ns = match journaled {
+                    Some(r) if r.deadline_ns >= last => r.deadline_ns,
+                    _ => last + SLACK.as_nanos() as u64,
+                };
+                wanted.push(AttachmentRecord {
+                    netns_path: ns.path().to_owned(),
+                    netns_dev: netns_id.dev,
+                    netns_ino: netns_id.ino,
+                    dev: device.name.clone(),
+                    created_clsact,
+                    deadline_ns,
+                });
+            }
+        }
+        wanted.extend(self.orphans.iter().map(|o| o.record.clone()));
+        wanted.sort_by(|a, b| (a.netns_ino, &a.dev).cmp(&(b.netns_ino, &b.dev)));
+        if wanted != self.journaled {
+            if let Err(e) = self.journal.write(&wanted) {
+                tracing::error!(error = %e, "cannot write the attachment journal");
+            }
+            self.journaled = wanted;
+        }
+    }
+
+    /// Takes over what an earlier faultd left: devices whose faults are over are cleaned now,
+    /// the others when their deadline passes.
+    fn adopt_orphans(&mut self) {
+        let now_ns = kernel::monotonic_ns();
+        let now = Instant::now();
+        self.orphans = self
+            .journal
+            .read()
+            .into_iter()
+            .map(|record| {
+                let wait = Duration::from_nanos(record.deadline_ns.saturating_sub(now_ns));
+                Orphan {
+                    record,
+                    deadline: now + wait,
+                }
+            })
+            .collect();
+        if !self.orphans.is_empty() {
+            tracing::info!(
+                count = self.orphans.len(),
+                "found devices attached by an earlier faultd"
+            );
+        }
+        self.remove_orphans(false);
+    }
+
+    /// Removes the filters (and clsact) of orphans whose deadline has passed, or of all
+    /// orphans when `all`.
+    fn remove_orphans(&mut self, all: bool) {
+        let now = Instant::now();
+        let (due, keep): (Vec<Orphan>, Vec<Orphan>) = std::mem::take(&mut self.orphans)
+            .into_iter()
+            .partition(|o| all || o.deadline <= now);
+        self.orphans = keep;
+        for orphan in due {
+            let r = &orphan.record;
+            let Ok(netns) = Netns::open(&r.netns_path) else {
+                continue;
+            };
+            if netns.id()
+                != (NetnsId {
+                    dev: r.netns_dev,
+                    ino: r.netns_ino,
+                })
+            {
+                continue; // The namespace is gone and the path now names another.
+            }
+            // A device we manage again was taken over by `install`; leave it to that fault.
+            if self
+                .namespaces
+                .get(&netns.id())
+                .is_some_and(|ns| ns.has_device(&r.dev))
+            {
+                continue;
+            }
+            let result = netns.run(&self.home, || {
+                namespace::remove_attachment(&r.dev, r.created_clsact)
+            });
+            match result.and_then(|r| r) {
+                Ok(()) => {
+                    tracing::info!(dev = %r.dev, netns = %r.netns_path.display(), "removed an earlier faultd's filters")
+                }
+                Err(e) => {
+                    tracing::warn!(dev = %r.dev, error = %e, "cannot remove an earlier faultd's filters")
+                }
+            }
+        }
+        self.sync_journal();
+    }
+}
+
+/// splitmix64: spreads ids and flow seeds.
+fn mix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+// MAX_FAULTS bounds the slots of one namespace; the agent-wide cap is configurable below it.
+pub const DEFAULT_MAX_FAULTS: usize = MAX_FAULTS as usize;

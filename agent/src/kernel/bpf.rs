@@ -1,0 +1,238 @@
+//! The eBPF datapath of one network namespace: the loaded programs, their maps, and their
+//! attachment to devices as cls_bpf filters (legacy tc, direct action; see ebpf/faults.bpf.c
+//! for why not TCX). Callers must be inside the namespace (see `netns::Netns::run`).
+//!
+//! Attachments outlive faultd on purpose: a netlink filter holds its program and maps, so a
+//! fault keeps its effect, and its kernel-side deadline, if faultd is killed.
+
+use aya::{
+    maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray, PerCpuValues},
+    programs::{
+        tc::{self, NlOptions, TcAttachOptions, TcAttachType, TcHandle},
+        SchedClassifier,
+    },
+    util::nr_cpus,
+    Ebpf,
+};
+
+use super::{
+    abi::{
+        FlCandidates, FlCounters, FlFault, FlPrefixData, MAP_COUNTERS, MAP_FAULTS, MAP_PREFIXES,
+        PREFIX_IFINDEX_BITS, PROG_EGRESS, PROG_INGRESS,
+    },
+    KernelError,
+};
+use crate::fault::plan::PrefixKey;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faults.bpf.o"));
+
+/// Our filters sit first on the hook, so a CNI's filter that ends classification cannot hide
+/// traffic from a fault; non-matching packets continue to later filters (TC_ACT_UNSPEC).
+pub const FILTER_PRIORITY: u16 = 1;
+/// Distinguishes our filter from others at the same priority.
+pub const FILTER_HANDLE: u32 = 0xfa17;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hook {
+    Egress,
+    Ingress,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 2] = [Hook::Egress, Hook::Ingress];
+
+    fn program(self) -> &'static str {
+        match self {
+            Self::Egress => PROG_EGRESS,
+            Self::Ingress => PROG_INGRESS,
+        }
+    }
+
+    fn attach_type(self) -> TcAttachType {
+        match self {
+            Self::Egress => TcAttachType::Egress,
+            Self::Ingress => TcAttachType::Ingress,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Egress => "egress",
+            Self::Ingress => "ingress",
+        }
+    }
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    faults: Array<MapData, FlFault>,
+    counters: PerCpuArray<MapData, FlCounters>,
+    prefixes: LpmTrie<MapData, FlPrefixData, FlCandidates>,
+    cpus: usize,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath").finish_non_exhaustive()
+    }
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> KernelError {
+    move |source| KernelError::Map { map, source }
+}
+
+fn prog_err(what: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> KernelError {
+    move |source| KernelError::Program { what, source }
+}
+
+impl Datapath {
+    /// Loads the programs and creates fresh maps. Fails with `Unsupported` on kernels that
+    /// cannot run them.
+    pub fn load() -> Result<Self, KernelError> {
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| KernelError::Unsupported {
+            feature: "eBPF tc programs",
+            detail: e.to_string(),
+        })?;
+        for hook in Hook::ALL {
+            let program: &mut SchedClassifier = ebpf
+                .program_mut(hook.program())
+                .ok_or(KernelError::MissingObject(hook.program()))?
+                .try_into()
+                .map_err(prog_err(hook.program()))?;
+            program.load().map_err(|e| KernelError::Unsupported {
+                feature: "eBPF tc programs",
+                detail: format!("{e:?}"),
+            })?;
+        }
+        let mut take =
+            |name: &'static str| ebpf.take_map(name).ok_or(KernelError::MissingObject(name));
+        let faults = Array::try_from(take(MAP_FAULTS)?).map_err(map_err(MAP_FAULTS))?;
+        let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?).map_err(map_err(MAP_COUNTERS))?;
+        let prefixes = LpmTrie::try_from(take(MAP_PREFIXES)?).map_err(map_err(MAP_PREFIXES))?;
+        let cpus = nr_cpus().map_err(|(_, source)| KernelError::Syscall {
+            call: "nr_cpus",
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            faults,
+            counters,
+            prefixes,
+            cpus,
+        })
+    }
+
+    /// Attaches our filter to `dev`'s `hook`, replacing a filter of ours left by an earlier
+    /// faultd. The clsact qdisc must exist.
+    pub fn attach(&mut self, dev: &str, hook: Hook) -> Result<(), KernelError> {
+        detach(dev, hook)?;
+        let program: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(hook.program())
+            .ok_or(KernelError::MissingObject(hook.program()))?
+            .try_into()
+            .map_err(prog_err(hook.program()))?;
+        let options = NlOptions {
+            priority: FILTER_PRIORITY,
+            handle: TcHandle::from(FILTER_HANDLE),
+            classid: None,
+        };
+        let link_id = program
+            .attach_with_options(dev, hook.attach_type(), TcAttachOptions::Netlink(options))
+            .map_err(prog_err("attach tc filter"))?;
+        // Dropping a link detaches it in whatever namespace the thread is in then; we detach
+        // explicitly, in the right namespace, instead.
+        let link = program
+            .take_link(link_id)
+            .map_err(prog_err("take tc link"))?;
+        std::mem::forget(link);
+        Ok(())
+    }
+
+    pub fn write_fault(&mut self, slot: u32, value: &FlFault) -> Result<(), KernelError> {
+        self.faults.set(slot, value, 0).map_err(map_err(MAP_FAULTS))
+    }
+
+    pub fn reset_counters(&mut self, slot: u32) -> Result<(), KernelError> {
+        let zeros =
+            PerCpuValues::try_from(vec![FlCounters::default(); self.cpus]).map_err(|source| {
+                KernelError::Syscall {
+                    call: "per-cpu values",
+                    source,
+                }
+            })?;
+        self.counters
+            .set(slot, zeros, 0)
+            .map_err(map_err(MAP_COUNTERS))
+    }
+
+    /// The slot's counters summed over CPUs.
+    pub fn read_counters(&self, slot: u32) -> Result<FlCounters, KernelError> {
+        let per_cpu = self.counters.get(&slot, 0).map_err(map_err(MAP_COUNTERS))?;
+        let mut sum = FlCounters::default();
+        for c in per_cpu.iter() {
+            for dir in 0..2 {
+                sum.matched_packets[dir] += c.matched_packets[dir];
+                sum.matched_bytes[dir] += c.matched_bytes[dir];
+                sum.dropped_packets[dir] += c.dropped_packets[dir];
+                sum.dropped_bytes[dir] += c.dropped_bytes[dir];
+            }
+        }
+        Ok(sum)
+    }
+
+    pub fn set_prefix(&mut self, key: &PrefixKey, value: &FlCandidates) -> Result<(), KernelError> {
+        self.prefixes
+            .insert(&trie_key(key), value, 0)
+            .map_err(map_err(MAP_PREFIXES))
+    }
+
+    pub fn delete_prefix(&mut self, key: &PrefixKey) -> Result<(), KernelError> {
+        match self.prefixes.remove(&trie_key(key)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(KernelError::Map {
+                map: MAP_PREFIXES,
+                source,
+            }),
+        }
+    }
+}
+
+fn trie_key(key: &PrefixKey) -> Key<FlPrefixData> {
+    Key::new(
+        PREFIX_IFINDEX_BITS + key.len,
+        FlPrefixData {
+            ifindex: key.ifindex,
+            addr: key.addr,
+        },
+    )
+}
+
+/// Removes our filter from `dev`'s `hook`, if there; other filters are left alone.
+pub fn detach(dev: &str, hook: Hook) -> Result<(), KernelError> {
+    match tc::qdisc_detach_program(dev, hook.attach_type(), hook.program()) {
+        Ok(()) => Ok(()),
+        Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(KernelError::Tc {
+            op: "detach filter",
+            source: e,
+        }),
+    }
+}
+
+/// Adds a clsact qdisc to `dev`; returns false when one was already there.
+pub fn add_clsact(dev: &str) -> Result<bool, KernelError> {
+    match tc::qdisc_add_clsact(dev) {
+        Ok(()) => Ok(true),
+        Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(KernelError::DeviceNotFound {
+                dev: dev.to_owned(),
+            })
+        }
+        Err(e) => Err(KernelError::Tc {
+            op: "add clsact",
+            source: e,
+        }),
+    }
+}

@@ -1,0 +1,10 @@
+//! faultline: network faults injected at kernel speed.
+//!
+//! Control plane: `proto` (the wire contract), `control` (socket server and client), `engine`
+//! (the one owner of active faults). Fault model: `fault` (pure). Kernel plane: `kernel`.
+
+pub mod control;
+pub mod engine;
+pub mod fault;
+pub mod kernel;
+pub mod proto;

@@ -1,0 +1,312 @@
+//! The wire contract of faultd's socket, protocol version 1 (docs/protocol.md).
+//!
+//! JSON Lines over a unix stream socket: one request object per line, one response line per
+//! request, in order. `watch` turns the connection into a stream of event lines.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::fault::spec::FaultWire;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest request line accepted; longer ones get `line_too_long` and the connection closes.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Stable error codes: clients match on these, never on messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The line is not a JSON object.
+    ParseError,
+    /// A field is unknown, missing or of the wrong type.
+    InvalidRequest,
+    UnknownOp,
+    /// A field has the right type but a value out of range.
+    InvalidValue,
+    /// No fault with that id.
+    NotFound,
+    NetnsNotFound,
+    DeviceNotFound,
+    /// The kernel lacks something the fault needs.
+    Unsupported,
+    /// A limit of the agent or the datapath would be exceeded.
+    LimitExceeded,
+    /// An apply reused a `key` with a different fault.
+    Conflict,
+    LineTooLong,
+    /// The kernel refused a change; nothing was left half-applied.
+    KernelError,
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    Hello,
+    Apply {
+        fault: Box<FaultWire>,
+        key: Option<String>,
+    },
+    List,
+    Get {
+        fault_id: String,
+    },
+    Revoke {
+        fault_id: String,
+    },
+    Clear,
+    Watch,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyArgs {
+    fault: FaultWire,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultIdArgs {
+    fault_id: String,
+}
+
+/// Parses one request line. The id is returned even when the rest is invalid, so the error
+/// response can carry it.
+pub fn parse_request(line: &[u8]) -> (Value, Result<Request, ErrorBody>) {
+    let mut object = match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Object(object)) => object,
+        Ok(_) => {
+            return (
+                Value::Null,
+                Err(ErrorBody::new(
+                    ErrorCode::ParseError,
+                    "a request is a JSON object",
+                )),
+            )
+        }
+        Err(e) => {
+            return (
+                Value::Null,
+                Err(ErrorBody::new(
+                    ErrorCode::ParseError,
+                    format!("not JSON: {e}"),
+                )),
+            )
+        }
+    };
+    let id = object.remove("id").unwrap_or(Value::Null);
+    let op = match object.remove("op") {
+        Some(Value::String(op)) => op,
+        Some(_) => {
+            return (
+                id,
+                Err(
+                    ErrorBody::new(ErrorCode::InvalidRequest, "op must be a string")
+                        .with_field("op"),
+                ),
+            )
+        }
+        None => {
+            return (
+                id,
+                Err(ErrorBody::new(ErrorCode::InvalidRequest, "missing op").with_field("op")),
+            )
+        }
+    };
+    (id, parse_op(&op, object))
+}
+
+fn parse_op(op: &str, args: Map<String, Value>) -> Result<Request, ErrorBody> {
+    fn args_of<T: for<'de> Deserialize<'de>>(args: Map<String, Value>) -> Result<T, ErrorBody> {
+        serde_path_to_error::deserialize(Value::Object(args)).map_err(|e| {
+            let field = e.path().to_string();
+            let body = ErrorBody::new(ErrorCode::InvalidRequest, e.into_inner().to_string());
+            if field == "." {
+                body
+            } else {
+                body.with_field(field)
+            }
+        })
+    }
+    Ok(match op {
+        "hello" => args_of::<NoArgs>(args).map(|_| Request::Hello)?,
+        "apply" => {
+            let ApplyArgs { fault, key } = args_of(args)?;
+            Request::Apply {
+                fault: Box::new(fault),
+                key,
+            }
+        }
+        "list" => args_of::<NoArgs>(args).map(|_| Request::List)?,
+        "get" => Request::Get {
+            fault_id: args_of::<FaultIdArgs>(args)?.fault_id,
+        },
+        "revoke" => Request::Revoke {
+            fault_id: args_of::<FaultIdArgs>(args)?.fault_id,
+        },
+        "clear" => args_of::<NoArgs>(args).map(|_| Request::Clear)?,
+        "watch" => args_of::<NoArgs>(args).map(|_| Request::Watch)?,
+        other => {
+            return Err(ErrorBody::new(
+                ErrorCode::UnknownOp,
+                format!(
+                    "unknown op {other:?}; ops are hello, apply, list, get, revoke, clear, watch"
+                ),
+            )
+            .with_field("op"))
+        }
+    })
+}
+
+/// One response line.
+pub fn response_line(id: &Value, outcome: Result<Value, ErrorBody>) -> String {
+    let body = match outcome {
+        Ok(result) => serde_json::json!({"id": id, "ok": true, "result": result}),
+        Err(error) => serde_json::json!({"id": id, "ok": false, "error": error}),
+    };
+    let mut line = body.to_string();
+    line.push('\n');
+    line
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultState {
+    Active,
+    Expired,
+    Revoked,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectionCounters {
+    pub matched_packets: u64,
+    pub matched_bytes: u64,
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub egress: DirectionCounters,
+    pub ingress: DirectionCounters,
+}
+
+/// A fault as the agent reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultView {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub state: FaultState,
+    pub fault: FaultWire,
+    pub applied_at_unix_ms: u64,
+    pub expires_at_unix_ms: u64,
+    pub remaining_ms: u64,
+    pub counters: Counters,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Applied,
+    Expired,
+    Revoked,
+    /// The agent could not remove (or fully remove) a fault's kernel state.
+    Error,
+}
+
+/// One line of a `watch` stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event: EventKind,
+    pub fault: FaultView,
+    pub at_unix_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(line: &str) -> ErrorBody {
+        parse_request(line.as_bytes()).1.expect_err("must fail")
+    }
+
+    #[test]
+    fn parses_every_op() {
+        let (id, req) = parse_request(br#"{"id":7,"op":"hello"}"#);
+        assert_eq!((id, req), (Value::from(7), Ok(Request::Hello)));
+        let (_, req) = parse_request(br#"{"id":"x","op":"revoke","fault_id":"f1"}"#);
+        assert_eq!(
+            req,
+            Ok(Request::Revoke {
+                fault_id: "f1".into()
+            })
+        );
+        let (_, req) = parse_request(
+            br#"{"op":"apply","key":"k","fault":{"target":{"dev":"e"},"partition":{},"duration":"1s"}}"#,
+        );
+        assert!(matches!(req, Ok(Request::Apply { key: Some(_), .. })));
+        for op in ["list", "clear", "watch"] {
+            assert!(parse_request(format!(r#"{{"op":"{op}"}}"#).as_bytes())
+                .1
+                .is_ok());
+        }
+    }
+
+    #[test]
+    fn rejects_bad_requests_with_stable_codes() {
+        assert_eq!(error_of("{not json").code, ErrorCode::ParseError);
+        assert_eq!(error_of("[1,2]").code, ErrorCode::ParseError);
+        assert_eq!(error_of(r#"{"id":1}"#).code, ErrorCode::InvalidRequest);
+        assert_eq!(error_of(r#"{"op":"explode"}"#).code, ErrorCode::UnknownOp);
+        let e = error_of(r#"{"op":"list","verbose":true}"#);
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        let e =
+            error_of(r#"{"op":"apply","fault":{"target":{"dev":"e","colour":1},"partition":{}}}"#);
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert_eq!(e.field.as_deref(), Some("fault.target.colour"));
+        let e = error_of(r#"{"op":"get","fault_id":5}"#);
+        assert_eq!(e.field.as_deref(), Some("fault_id"));
+    }
+
+    #[test]
+    fn the_id_survives_errors() {
+        let (id, _) = parse_request(br#"{"id":{"n":1},"op":"nope"}"#);
+        assert_eq!(id, serde_json::json!({"n": 1}));
+        let line = response_line(&id, Err(ErrorBody::new(ErrorCode::UnknownOp, "x")));
+        assert!(line.ends_with('\n'));
+        let v: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["error"]["code"], "unknown_op");
+    }
+}

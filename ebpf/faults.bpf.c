@@ -1,0 +1,329 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * faultline datapath: drops the packets of active faults at the tc clsact hooks.
+ *
+ * Attached with legacy cls_bpf in direct-action mode (not TCX): TCX maps TC_ACT_STOLEN to
+ * "next", and STOLEN is the only verdict that drops at egress without telling the sending
+ * stack (SHOT makes sendto() fail with ENOBUFS, which is local congestion, not wire loss).
+ * Packets no fault drops get TC_ACT_UNSPEC so the filters after ours still run.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "faultline.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FL_MAX_FAULTS);
+	__type(key, __u32);
+	__type(value, struct fl_fault);
+} fl_faults SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FL_MAX_FAULTS);
+	__type(key, __u32);
+	__type(value, struct fl_counters);
+} fl_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, FL_MAX_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fl_prefix_key);
+	__type(value, struct fl_candidates);
+} fl_prefixes SEC(".maps");
+
+/* A packet seen from this host: local is our side whichever way it travels. */
+struct fl_packet {
+	__u32 local[4];
+	__u32 remote[4];
+	__u16 local_port;
+	__u16 remote_port;
+	__u8 proto;
+	__u32 segs;
+	__u32 len;
+};
+
+static __always_inline void fl_mapped_v4(__u32 out[4], __u32 addr)
+{
+	out[0] = 0;
+	out[1] = 0;
+	out[2] = bpf_htonl(0xffff);
+	out[3] = addr;
+}
+
+static __always_inline void fl_copy_v6(__u32 out[4], const struct in6_addr *addr)
+{
+	out[0] = addr->in6_u.u6_addr32[0];
+	out[1] = addr->in6_u.u6_addr32[1];
+	out[2] = addr->in6_u.u6_addr32[2];
+	out[3] = addr->in6_u.u6_addr32[3];
+}
+
+/* Fills pkt from the skb; returns 0 for IPv4/IPv6 packets, -1 for anything else. */
+static __always_inline int fl_parse(struct __sk_buff *skb, int dir, struct fl_packet *pkt)
+{
+	__u32 src[4], dst[4];
+	__u32 l4_off;
+	__u16 ports[2] = {0, 0};
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+			return -1;
+		fl_mapped_v4(src, ip.saddr);
+		fl_mapped_v4(dst, ip.daddr);
+		pkt->proto = ip.protocol;
+		l4_off = ETH_HLEN + ip.ihl * 4;
+		/* Only the first fragment carries ports. */
+		if (ip.frag_off & bpf_htons(0x1fff))
+			pkt->proto = 0;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+			return -1;
+		fl_copy_v6(src, &ip6.saddr);
+		fl_copy_v6(dst, &ip6.daddr);
+		pkt->proto = ip6.nexthdr;
+		l4_off = ETH_HLEN + sizeof(ip6);
+	} else {
+		return -1;
+	}
+
+	if (pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) {
+		if (bpf_skb_load_bytes(skb, l4_off, ports, sizeof(ports)) < 0)
+			ports[0] = ports[1] = 0;
+	}
+
+	if (dir == FL_DIR_EGRESS) {
+		__builtin_memcpy(pkt->local, src, sizeof(src));
+		__builtin_memcpy(pkt->remote, dst, sizeof(dst));
+		pkt->local_port = bpf_ntohs(ports[0]);
+		pkt->remote_port = bpf_ntohs(ports[1]);
+	} else {
+		__builtin_memcpy(pkt->local, dst, sizeof(dst));
+		__builtin_memcpy(pkt->remote, src, sizeof(src));
+		pkt->local_port = bpf_ntohs(ports[1]);
+		pkt->remote_port = bpf_ntohs(ports[0]);
+	}
+	pkt->segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	pkt->len = skb->len;
+	return 0;
+}
+
+static __always_inline int fl_cidr_contains(const struct fl_cidr *cidr, const __u32 addr[4])
+{
+	return ((addr[0] & cidr->mask[0]) == cidr->addr[0]) &&
+	       ((addr[1] & cidr->mask[1]) == cidr->addr[1]) &&
+	       ((addr[2] & cidr->mask[2]) == cidr->addr[2]) &&
+	       ((addr[3] & cidr->mask[3]) == cidr->addr[3]);
+}
+
+static __always_inline int fl_port_in(const struct fl_port_range *ranges, __u8 count, __u16 port)
+{
+	if (count == 0)
+		return 1;
+	for (int i = 0; i < FL_MAX_PORT_RANGES; i++) {
+		if (i >= count)
+			break;
+		if (port >= ranges[i].first && port <= ranges[i].last)
+			return 1;
+	}
+	return 0;
+}
+
+/* A 32-bit mix (murmur3 finaliser) of the flow; the same for both directions of a flow. */
+static __always_inline __u32 fl_mix(__u32 h, __u32 v)
+{
+	v *= 0xcc9e2d51;
+	v = (v << 15) | (v >> 17);
+	v *= 0x1b873593;
+	h ^= v;
+	h = (h << 13) | (h >> 19);
+	return h * 5 + 0xe6546b64;
+}
+
+static __always_inline __u32 fl_flow_hash(const struct fl_packet *pkt, __u32 seed)
+{
+	__u32 h = seed;
+
+	for (int i = 0; i < 4; i++) {
+		h = fl_mix(h, pkt->local[i]);
+		h = fl_mix(h, pkt->remote[i]);
+	}
+	h = fl_mix(h, ((__u32)pkt->local_port << 16) | pkt->remote_port);
+	h = fl_mix(h, pkt->proto);
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+static __always_inline int fl_matches(const struct fl_match *m, const struct fl_packet *pkt,
+				      int dir)
+{
+	if (!(m->hooks & (1 << dir)))
+		return 0;
+	if (m->proto && m->proto != pkt->proto)
+		return 0;
+	if (m->local_cidr_count) {
+		int hit = 0;
+
+		for (int i = 0; i < FL_MAX_LOCAL_CIDRS; i++) {
+			if (i >= m->local_cidr_count)
+				break;
+			if (fl_cidr_contains(&m->local[i], pkt->local)) {
+				hit = 1;
+				break;
+			}
+		}
+		if (!hit)
+			return 0;
+	}
+	if (!fl_port_in(m->local_ports, m->local_port_count, pkt->local_port))
+		return 0;
+	if (!fl_port_in(m->remote_ports, m->remote_port_count, pkt->remote_port))
+		return 0;
+	if (m->flow_threshold && fl_flow_hash(pkt, m->flow_seed) >= m->flow_threshold)
+		return 0;
+	return 1;
+}
+
+/*
+ * A GSO packet leaves as `segs` wire packets; it is dropped whole when any of them would have
+ * been lost, so loss events happen as often as on a wire with per-packet loss.
+ */
+static __always_inline int fl_uniform_loss(__u32 threshold, __u32 segs)
+{
+	__u64 keep = (1ULL << 32) - threshold;
+	__u64 keep_all = keep;
+
+	for (int i = 1; i < FL_MAX_GSO_SEGS; i++) {
+		if (i >= segs)
+			break;
+		keep_all = (keep_all * keep) >> 32;
+	}
+	return (__u64)bpf_get_prandom_u32() >= keep_all;
+}
+
+/* netem's gemodel: move between states, then lose with the new state's probability. */
+static __always_inline int fl_burst_loss(struct fl_fault *fault, __u32 segs)
+{
+	const struct fl_action *a = &fault->action;
+	__u32 bad = fault->burst_bad;
+	int lost = 0;
+
+	for (int i = 0; i < FL_MAX_GSO_SEGS; i++) {
+		if (i >= segs)
+			break;
+		if (bad) {
+			if (bpf_get_prandom_u32() < a->burst_exit)
+				bad = 0;
+		} else {
+			if (bpf_get_prandom_u32() < a->burst_enter)
+				bad = 1;
+		}
+		if (bpf_get_prandom_u32() < (bad ? a->burst_loss_bad : a->burst_loss_good))
+			lost = 1;
+	}
+	fault->burst_bad = bad;
+	return lost;
+}
+
+static __always_inline int fl_should_drop(struct fl_fault *fault, const struct fl_packet *pkt)
+{
+	switch (fault->action.kind) {
+	case FL_ACTION_PARTITION:
+		return 1;
+	case FL_ACTION_LOSS:
+		return fl_uniform_loss(fault->action.loss_threshold, pkt->segs);
+	case FL_ACTION_BURST_LOSS:
+		return fl_burst_loss(fault, pkt->segs);
+	}
+	return 0;
+}
+
+/*
+ * One candidate fault against one packet; returns the verdict if it drops the packet, else
+ * TC_ACT_UNSPEC. Global (not inlined), so the verifier checks it once rather than once per
+ * candidate: inlined, the candidate loop exceeds the verifier's instruction budget.
+ */
+__attribute__((noinline)) int fl_apply_fault(__u32 slot, struct fl_packet *pkt, __u32 dir,
+					     __u64 now)
+{
+	struct fl_counters *counters;
+	struct fl_fault *fault;
+
+	if (!pkt)
+		return TC_ACT_UNSPEC;
+	dir &= 1; /* a bounded index for the verifier */
+	fault = bpf_map_lookup_elem(&fl_faults, &slot);
+	if (!fault || now >= fault->deadline_ns)
+		return TC_ACT_UNSPEC;
+	if (!fl_matches(&fault->match, pkt, dir))
+		return TC_ACT_UNSPEC;
+	counters = bpf_map_lookup_elem(&fl_counters, &slot);
+	if (counters) {
+		counters->matched_packets[dir] += pkt->segs;
+		counters->matched_bytes[dir] += pkt->len;
+	}
+	if (!fl_should_drop(fault, pkt))
+		return TC_ACT_UNSPEC;
+	if (counters) {
+		counters->dropped_packets[dir] += pkt->segs;
+		counters->dropped_bytes[dir] += pkt->len;
+	}
+	return dir == FL_DIR_EGRESS ? TC_ACT_STOLEN : TC_ACT_SHOT;
+}
+
+static __always_inline int fl_handle(struct __sk_buff *skb, int dir)
+{
+	struct fl_prefix_key key = {.prefix_len = 32 + 128, .ifindex = skb->ifindex};
+	struct fl_candidates *candidates;
+	struct fl_packet pkt = {};
+	__u64 now;
+
+	if (fl_parse(skb, dir, &pkt) < 0)
+		return TC_ACT_UNSPEC;
+	__builtin_memcpy(key.addr, pkt.remote, sizeof(key.addr));
+	candidates = bpf_map_lookup_elem(&fl_prefixes, &key);
+	if (!candidates)
+		return TC_ACT_UNSPEC;
+
+	now = bpf_ktime_get_ns();
+	for (int i = 0; i < FL_MAX_CANDIDATES; i++) {
+		int verdict;
+
+		if (i >= candidates->count)
+			break;
+		verdict = fl_apply_fault(candidates->slots[i], &pkt, dir, now);
+		if (verdict != TC_ACT_UNSPEC)
+			return verdict;
+	}
+	return TC_ACT_UNSPEC;
+}
+
+SEC("classifier")
+int fl_egress(struct __sk_buff *skb)
+{
+	return fl_handle(skb, FL_DIR_EGRESS);
+}
+
+SEC("classifier")
+int fl_ingress(struct __sk_buff *skb)
+{
+	return fl_handle(skb, FL_DIR_INGRESS);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one definition of every layout shared between the eBPF datapath and faultd.
+ * agent/src/kernel/abi.rs mirrors these structs; a unit test compares both against the
+ * BTF of the compiled object, so a change here that is not made there fails the build's tests.
+ *
+ * Addresses are IPv6-sized: IPv4 is stored as an IPv4-mapped IPv6 address (::ffff:a.b.c.d)
+ * so one trie and one comparison serve both families.
+ */
+#ifndef FAULTLINE_H
+#define FAULTLINE_H
+
+#include <linux/types.h>
+
+#define FL_MAX_FAULTS 16384      /* fault slots per network namespace */
+#define FL_MAX_PREFIXES 65536    /* remote-address trie entries per network namespace */
+#define FL_MAX_CANDIDATES 32     /* faults that may overlap one remote address on one device */
+#define FL_MAX_LOCAL_CIDRS 8     /* `src` CIDRs per fault */
+#define FL_MAX_PORT_RANGES 8     /* `sport` / `dport` ranges per fault */
+#define FL_MAX_GSO_SEGS 64       /* segments of one GSO packet the loss models step through */
+
+/* Index of the per-direction counters. */
+#define FL_DIR_EGRESS 0
+#define FL_DIR_INGRESS 1
+
+/* fl_match.hooks */
+#define FL_HOOK_EGRESS (1 << FL_DIR_EGRESS)
+#define FL_HOOK_INGRESS (1 << FL_DIR_INGRESS)
+
+/* fl_action.kind */
+#define FL_ACTION_PARTITION 1  /* drop every matching packet */
+#define FL_ACTION_LOSS 2       /* drop with probability loss_threshold / 2^32 */
+#define FL_ACTION_BURST_LOSS 3 /* Gilbert-Elliott: two states, each with its own loss */
+
+/* A CIDR as pre-masked address words and the mask, both in network byte order. */
+struct fl_cidr {
+	__u32 addr[4];
+	__u32 mask[4];
+};
+
+/* An inclusive port range in host byte order. */
+struct fl_port_range {
+	__u16 first;
+	__u16 last;
+};
+
+/*
+ * What a fault matches, written as this host sends the flow: `local` is this host's side.
+ * At ingress the packet's source is the remote side. Remote CIDRs are not here: they are
+ * the keys of fl_prefixes, so a fault is only ever examined for packets of its remote CIDRs.
+ */
+struct fl_match {
+	__u8 hooks;             /* FL_HOOK_* */
+	__u8 proto;             /* IPPROTO_*; 0 = any */
+	__u8 local_cidr_count;  /* 0 = any local address */
+	__u8 local_port_count;  /* 0 = any local port */
+	__u8 remote_port_count; /* 0 = any remote port */
+	__u8 pad[3];
+	__u32 flow_threshold; /* a flow is hit when its hash < threshold; 0 = every flow */
+	__u32 flow_seed;      /* mixes the flow hash so faults pick independent flows */
+	struct fl_cidr local[FL_MAX_LOCAL_CIDRS];
+	struct fl_port_range local_ports[FL_MAX_PORT_RANGES];
+	struct fl_port_range remote_ports[FL_MAX_PORT_RANGES];
+};
+
+/* Probabilities are fractions of 2^32: p = value / 2^32. */
+struct fl_action {
+	__u32 kind;           /* FL_ACTION_* */
+	__u32 loss_threshold; /* FL_ACTION_LOSS */
+	__u32 burst_enter;    /* Gilbert-Elliott p: good -> bad */
+	__u32 burst_exit;     /* Gilbert-Elliott r: bad -> good */
+	__u32 burst_loss_bad; /* Gilbert-Elliott 1-h: loss while bad */
+	__u32 burst_loss_good;/* Gilbert-Elliott 1-k: loss while good */
+};
+
+/* Value of fl_faults, indexed by slot. A slot whose deadline has passed matches nothing. */
+struct fl_fault {
+	__u64 deadline_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns); 0 = free slot */
+	struct fl_match match;
+	struct fl_action action;
+	__u32 burst_bad;   /* Gilbert-Elliott state, written by the datapath: 1 = bad */
+	__u32 pad;
+};
+
+/* Value of fl_counters (per CPU), indexed by slot, each array indexed by FL_DIR_*. */
+struct fl_counters {
+	__u64 matched_packets[2];
+	__u64 matched_bytes[2];
+	__u64 dropped_packets[2];
+	__u64 dropped_bytes[2];
+};
+
+/* Key of fl_prefixes: the device, then the remote address; prefix_len counts both. */
+struct fl_prefix_key {
+	__u32 prefix_len; /* 32 (ifindex) + 0..128 address bits */
+	__u32 ifindex;
+	__u8 addr[16];
+};
+
+/* Value of fl_prefixes: every fault whose remote CIDR contains this prefix. */
+struct fl_candidates {
+	__u32 count;
+	__u32 slots[FL_MAX_CANDIDATES];
+};
+
+#endif

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The main job on an embedded default: builds faultline, starts faultd, makes a lab of two
+# network namespaces joined by a veth pair, injects loss and a partition, and prints the
+# effect measured by real traffic next to the fault's own counters. Cleans up on any exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "the demo needs root (sudo is not installed)"
+    exec sudo --preserve-env=PATH,HOME,CARGO_HOME,RUSTUP_HOME "$0" "$@"
+fi
+
+./scripts/setup.sh
+log "building (release)"
+cargo build --release --bins --quiet
+
+work=$(mktemp -d /tmp/faultline-demo.XXXXXX)
+ns_a="fl-demo-$$-a"
+ns_b="fl-demo-$$-b"
+faultd_pid=""
+listener_pids=()
+cleanup() {
+    for pid in "${listener_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [ -n "$faultd_pid" ]; then
+        kill -TERM "$faultd_pid" 2>/dev/null || true
+        wait "$faultd_pid" 2>/dev/null || true
+    fi
+    ip netns del "$ns_a" 2>/dev/null || true
+    ip netns del "$ns_b" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+faultctl() { ./target/release/faultctl --socket "$work/faultd.sock" "$@"; }
+in_a() { ip netns exec "$ns_a" "$@"; }
+
+log "lab: $ns_a (10.0.0.1, fd00::1) <-veth-> $ns_b (10.0.0.2, fd00::2)"
+ip netns add "$ns_a"
+ip netns add "$ns_b"
+dev_a="fld$$a"
+dev_b="fld$$b"
+ip link add "$dev_a" type veth peer name "$dev_b"
+ip link set "$dev_a" netns "$ns_a"
+ip link set "$dev_b" netns "$ns_b"
+ip -n "$ns_a" addr add 10.0.0.1/24 dev "$dev_a"
+ip -n "$ns_b" addr add 10.0.0.2/24 dev "$dev_b"
+ip -n "$ns_a" addr add fd00::1/64 dev "$dev_a" nodad
+ip -n "$ns_b" addr add fd00::2/64 dev "$dev_b" nodad
+for ns in "$ns_a" "$ns_b"; do ip -n "$ns" link set lo up; done
+ip -n "$ns_a" link set "$dev_a" up
+ip -n "$ns_b" link set "$dev_b" up
+
+log "starting faultd"
+./target/release/faultd --socket "$work/faultd.sock" --state-dir "$work/state" 2>"$work/faultd.log" &
+faultd_pid=$!
+for _ in $(seq 50); do faultctl status >/dev/null 2>&1 && break; sleep 0.1; done
+faultctl status
+
+ping_loss() { in_a ping -q -c "$1" -i 0.002 -W 1 "$2" | awk -F', ' '/packet loss/ {print $3}' | cut -d' ' -f1; }
+
+echo
+echo "== 1. loss: 30 % of packets leaving $ns_a =="
+echo "baseline ping loss: $(ping_loss 500 10.0.0.2)"
+id=$(faultctl --json loss --netns "$ns_a" --dev "$dev_a" --percent 30 --for 30s --label demo-loss | jq -r .id)
+echo "applied $id; ping loss now: $(ping_loss 2000 10.0.0.2)"
+faultctl show "$id"
+faultctl rm "$id" >/dev/null
+echo "revoked; ping loss: $(ping_loss 500 10.0.0.2)"
+
+echo
+echo "== 2. partition: tcp to 10.0.0.2:5201 from $ns_a, both directions; port 5202 untouched =="
+for port in 5201 5202; do
+    ip netns exec "$ns_b" socat TCP-LISTEN:$port,fork,reuseaddr EXEC:cat &
+    listener_pids+=($!)
+done
+sleep 0.3
+connects() { in_a timeout 2 bash -c "exec 3<>/dev/tcp/10.0.0.2/$1" 2>/dev/null && echo connects || echo "does not connect"; }
+id=$(faultctl --json partition --netns "$ns_a" --dev "$dev_a" --proto tcp --dst 10.0.0.2 --dport 5201 --for 10s | jq -r .id)
+echo "applied $id"
+echo "tcp 5201: $(connects 5201); tcp 5202: $(connects 5202); ping: $(ping_loss 50 10.0.0.2) loss"
+faultctl ls
+echo "waiting for the 10 s deadline; faultd removes the fault by itself..."
+while faultctl --json ls | jq -e '.faults | length > 0' >/dev/null; do sleep 0.5; done
+echo "expired; tcp 5201: $(connects 5201)"
+
+echo
+echo "== 3. what is left on the device: =="
+tc -n "$ns_a" qdisc show dev "$dev_a"
+tc -n "$ns_a" filter show dev "$dev_a" egress
+echo "(no clsact, no filter: faultd removed everything it installed)"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Idempotent: installs only what is missing, so re-running it is cheap.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+export DEBIAN_FRONTEND=noninteractive
+packages=(clang llvm libbpf-dev iproute2 iputils-ping socat iperf3 jq procps)
+
+missing=()
+for pkg in "${packages[@]}"; do
+    # dpkg -s succeeds for removed-but-configured packages too; check the status field.
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$pkg")
+    fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install manually: ${missing[*]}"
+    log "installing: ${missing[*]}"
+    # Keep apt's chatter out of the way but show it when something fails.
+    aptlog=$(mktemp)
+    trap 'rm -f "$aptlog"' EXIT
+    as_root apt-get update -qq >"$aptlog" 2>&1 || { cat "$aptlog" >&2; die "apt-get update failed"; }
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >"$aptlog" 2>&1 || { cat "$aptlog" >&2; die "apt-get install failed"; }
+else
+    log "system packages: all present"
+fi
+
+command -v cargo >/dev/null 2>&1 ||
+    die "cargo not found; install Rust with: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh"
+
+if command -v rustup >/dev/null 2>&1; then
+    for comp in rustfmt clippy; do
+        if ! rustup component list --installed 2>/dev/null | grep -q "^$comp"; then
+            log "installing rust component: $comp"
+            rustup component add "$comp" >/dev/null
+        fi
+    done
+else
+    log "rustup not found; skipping rustfmt/clippy component check"
+fi
+
+log "setup done"

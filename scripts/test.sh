@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine and runs every check and test: formatting, lints, unit tests, and
+# the privileged suite on this host's kernel (network namespaces made and removed by the tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "the privileged tests need root (sudo is not installed)"
+    exec sudo --preserve-env=PATH,HOME,CARGO_HOME,RUSTUP_HOME "$0" "$@"
+fi
+
+./scripts/setup.sh
+
+log "formatting"
+cargo fmt --all --check
+log "lints"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+log "build"
+cargo build --workspace --bins --quiet
+log "tests (host kernel $(uname -r))"
+cargo test --workspace --quiet

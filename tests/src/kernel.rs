@@ -1,0 +1,86 @@
+//! Read-only views of kernel state, for "changes nothing" and "leaks nothing"
+//! assertions. The agent never uses `tc`; only these observers do.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use crate::lab::in_netns;
+
+/// Qdiscs plus ingress and egress filters of `dev`, as `tc` prints them.
+pub fn tc_snapshot(netns: &str, dev: &str) -> String {
+    [
+        tc(netns, &["qdisc", "show", "dev", dev]),
+        tc(netns, &["filter", "show", "dev", dev, "ingress"]),
+        tc(netns, &["filter", "show", "dev", dev, "egress"]),
+    ]
+    .concat()
+}
+
+pub fn has_clsact(netns: &str, dev: &str) -> bool {
+    tc(netns, &["qdisc", "show", "dev", dev]).contains("qdisc clsact")
+}
+
+/// BPF filters on the clsact hooks. Programs attached through TCX links do
+/// not show up here (bpftool would be needed for those).
+pub fn bpf_filter_count(netns: &str, dev: &str) -> usize {
+    ["ingress", "egress"]
+        .into_iter()
+        .map(|hook| {
+            tc(netns, &["filter", "show", "dev", dev, hook])
+                .lines()
+                .filter(|l| l.contains(" bpf ") && l.contains(" handle "))
+                .count()
+        })
+        .sum()
+}
+
+/// The namespace's SNMP counters (/proc/net/snmp and /proc/net/snmp6), keyed
+/// "Proto:Field", e.g. "Tcp:RetransSegs" or "Udp6:RcvbufErrors".
+pub fn snmp(netns: &str) -> HashMap<String, u64> {
+    // /proc/self/net follows the main thread's namespace, thread-self ours.
+    let (v4, v6) = in_netns(netns, || {
+        let read = |f| {
+            std::fs::read_to_string(format!("/proc/thread-self/net/{f}"))
+                .unwrap_or_else(|e| panic!("read /proc/net/{f}: {e}"))
+        };
+        (read("snmp"), read("snmp6"))
+    });
+    let mut counters = HashMap::new();
+    // snmp: a header line of field names followed by a line of values, per protocol.
+    let lines: Vec<&str> = v4.lines().collect();
+    for pair in lines.chunks(2) {
+        let [names, values] = pair else { continue };
+        let (proto, names) = names.split_once(':').unwrap_or_default();
+        let values = values.split_once(':').unwrap_or_default().1;
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+            if let Ok(v) = value.parse() {
+                counters.insert(format!("{proto}:{name}"), v);
+            }
+        }
+    }
+    // snmp6: "Udp6RcvbufErrors   3"; the protocol name ends at its first '6'.
+    for line in v6.lines() {
+        let mut it = line.split_whitespace();
+        if let (Some(key), Some(Ok(v))) = (it.next(), it.next().map(str::parse)) {
+            if let Some(i) = key.find('6') {
+                counters.insert(format!("{}:{}", &key[..=i], &key[i + 1..]), v);
+            }
+        }
+    }
+    counters
+}
+
+fn tc(netns: &str, args: &[&str]) -> String {
+    let out = Command::new("tc")
+        .args(["-n", netns])
+        .args(args)
+        .output()
+        .expect("spawn tc (is iproute2 installed? see scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "tc -n {netns} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
