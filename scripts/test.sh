@@ -20,3 +20,8 @@ log "build"
 cargo build --workspace --bins --quiet
 log "tests (host kernel $(uname -r))"
 cargo test --workspace --quiet
+
+# The suite must leave the machine as it found it: no namespaces, veths, agents or qdiscs.
+leaks=$(ip netns list | awk '$1 ~ /^fl-/ {print $1}'; ip -o link show | awk -F': ' '$2 ~ /^fl/ {print $2}'; pgrep -x faultd || true)
+[ -z "$leaks" ] || die "the tests left behind: $leaks"
+log "all tests passed; nothing left behind"

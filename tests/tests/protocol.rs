@@ -5,7 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use faultline_tests::{agent::Agent, lab::Lab};
+use faultline_tests::{
+    agent::{bin_path, Agent},
+    lab::Lab,
+};
 use serde_json::{json, Value};
 use support::{apply, get, id_of, list_ids};
 
@@ -26,6 +29,23 @@ fn hello_reports_version_features_and_limits() {
     assert_eq!(result["agent"], "faultd");
     assert_eq!(result["features"]["ebpf_tc"], true);
     assert_eq!(result["limits"]["max_line_bytes"], 65536);
+}
+
+#[test]
+fn a_second_faultd_refuses_a_live_socket() {
+    let agent = Agent::start();
+    let state = std::env::temp_dir().join(format!("faultline-second-{}", std::process::id()));
+    let out = std::process::Command::new(bin_path("faultd"))
+        .arg("--socket")
+        .arg(agent.socket_path())
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .expect("run a second faultd");
+    let _ = std::fs::remove_dir_all(&state);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another faultd is already serving"));
+    assert_eq!(agent.request(json!({"id": 1, "op": "hello"}))["ok"], true, "the first is untouched");
 }
 
 #[test]

@@ -110,3 +110,25 @@ fn rust_mirrors_match_the_compiled_btf() {
         ]
     );
 }
+
+#[test]
+fn rust_constants_match_the_header() {
+    const HEADER: &str = include_str!("../../../ebpf/include/faultline.h");
+    let define = |name: &str| -> u64 {
+        HEADER
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("#define {name} ")))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not defined as a number in faultline.h"))
+    };
+    assert_eq!(define("FL_MAX_FAULTS"), u64::from(MAX_FAULTS));
+    assert_eq!(define("FL_MAX_CANDIDATES"), MAX_CANDIDATES as u64);
+    assert_eq!(define("FL_MAX_LOCAL_CIDRS"), MAX_LOCAL_CIDRS as u64);
+    assert_eq!(define("FL_MAX_PORT_RANGES"), MAX_PORT_RANGES as u64);
+    assert_eq!(define("FL_DIR_EGRESS"), DIR_EGRESS as u64);
+    assert_eq!(define("FL_DIR_INGRESS"), DIR_INGRESS as u64);
+    assert_eq!(define("FL_ACTION_PARTITION"), u64::from(ACTION_PARTITION));
+    assert_eq!(define("FL_ACTION_LOSS"), u64::from(ACTION_LOSS));
+    assert_eq!(define("FL_ACTION_BURST_LOSS"), u64::from(ACTION_BURST_LOSS));
+}
