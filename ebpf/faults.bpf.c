@@ -200,56 +200,38 @@ static __always_inline int fl_matches(const struct fl_match *m, const struct fl_
 	return 1;
 }
 
-/*
- * A GSO packet leaves as `segs` wire packets; it is dropped whole when any of them would have
- * been lost, so loss events happen as often as on a wire with per-packet loss.
- */
-static __always_inline int fl_uniform_loss(__u32 threshold, __u32 segs)
+/* True with probability threshold / 2^32; the all-ones threshold means always. */
+static __always_inline int fl_chance(__u32 threshold)
 {
-	__u64 keep = (1ULL << 32) - threshold;
-	__u64 keep_all = keep;
-
-	for (int i = 1; i < FL_MAX_GSO_SEGS; i++) {
-		if (i >= segs)
-			break;
-		keep_all = (keep_all * keep) >> 32;
-	}
-	return (__u64)bpf_get_prandom_u32() >= keep_all;
+	return threshold == 0xffffffff || bpf_get_prandom_u32() < threshold;
 }
 
 /* netem's gemodel: move between states, then lose with the new state's probability. */
-static __always_inline int fl_burst_loss(struct fl_fault *fault, __u32 segs)
+static __always_inline int fl_burst_loss(struct fl_fault *fault)
 {
 	const struct fl_action *a = &fault->action;
 	__u32 bad = fault->burst_bad;
-	int lost = 0;
 
-	for (int i = 0; i < FL_MAX_GSO_SEGS; i++) {
-		if (i >= segs)
-			break;
-		if (bad) {
-			if (bpf_get_prandom_u32() < a->burst_exit)
-				bad = 0;
-		} else {
-			if (bpf_get_prandom_u32() < a->burst_enter)
-				bad = 1;
-		}
-		if (bpf_get_prandom_u32() < (bad ? a->burst_loss_bad : a->burst_loss_good))
-			lost = 1;
-	}
+	if (bad ? fl_chance(a->burst_exit) : fl_chance(a->burst_enter))
+		bad = !bad;
 	fault->burst_bad = bad;
-	return lost;
+	return fl_chance(bad ? a->burst_loss_bad : a->burst_loss_good);
 }
 
-static __always_inline int fl_should_drop(struct fl_fault *fault, const struct fl_packet *pkt)
+/*
+ * One draw per skb, as netem does: a GSO packet of n segments is lost whole with probability p,
+ * so the expected share of wire packets lost is p; losses come in bursts of n. Counters count
+ * wire packets (segments).
+ */
+static __always_inline int fl_should_drop(struct fl_fault *fault)
 {
 	switch (fault->action.kind) {
 	case FL_ACTION_PARTITION:
 		return 1;
 	case FL_ACTION_LOSS:
-		return fl_uniform_loss(fault->action.loss_threshold, pkt->segs);
+		return fl_chance(fault->action.loss_threshold);
 	case FL_ACTION_BURST_LOSS:
-		return fl_burst_loss(fault, pkt->segs);
+		return fl_burst_loss(fault);
 	}
 	return 0;
 }
@@ -278,7 +260,7 @@ __attribute__((noinline)) int fl_apply_fault(__u32 slot, struct fl_packet *pkt, 
 		counters->matched_packets[dir] += pkt->segs;
 		counters->matched_bytes[dir] += pkt->len;
 	}
-	if (!fl_should_drop(fault, pkt))
+	if (!fl_should_drop(fault))
 		return TC_ACT_UNSPEC;
 	if (counters) {
 		counters->dropped_packets[dir] += pkt->segs;

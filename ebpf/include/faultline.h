@@ -17,7 +17,6 @@
 #define FL_MAX_CANDIDATES 32     /* faults that may overlap one remote address on one device */
 #define FL_MAX_LOCAL_CIDRS 8     /* `src` CIDRs per fault */
 #define FL_MAX_PORT_RANGES 8     /* `sport` / `dport` ranges per fault */
-#define FL_MAX_GSO_SEGS 64       /* segments of one GSO packet the loss models step through */
 
 /* Index of the per-direction counters. */
 #define FL_DIR_EGRESS 0
@@ -63,7 +62,7 @@ struct fl_match {
 	struct fl_port_range remote_ports[FL_MAX_PORT_RANGES];
 };
 
-/* Probabilities are fractions of 2^32: p = value / 2^32. */
+/* Probabilities are fractions of 2^32: p = value / 2^32, and 0xffffffff means certain. */
 struct fl_action {
 	__u32 kind;           /* FL_ACTION_* */
 	__u32 loss_threshold; /* FL_ACTION_LOSS */

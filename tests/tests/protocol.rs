@@ -45,7 +45,11 @@ fn a_second_faultd_refuses_a_live_socket() {
     let _ = std::fs::remove_dir_all(&state);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("another faultd is already serving"));
-    assert_eq!(agent.request(json!({"id": 1, "op": "hello"}))["ok"], true, "the first is untouched");
+    assert_eq!(
+        agent.request(json!({"id": 1, "op": "hello"}))["ok"],
+        true,
+        "the first is untouched"
+    );
 }
 
 #[test]

@@ -46,8 +46,8 @@ enum Cmd {
         #[arg(long, required_unless_present = "burst", conflicts_with = "burst")]
         percent: Option<f64>,
         /// Gilbert-Elliott bursts, as netem's gemodel: P,R[,1-H[,1-K]] in percent.
-        #[arg(long, value_name = "P,R[,1-H[,1-K]]")]
-        burst: Option<String>,
+        #[arg(long, value_name = "P,R[,1-H[,1-K]]", value_parser = burst_json)]
+        burst: Option<Value>,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -152,7 +152,7 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
         } => {
             let loss = match (percent, burst) {
                 (Some(p), _) => json!({"percent": p}),
-                (None, Some(text)) => json!({"burst": burst_json(text)?}),
+                (None, Some(burst)) => json!({"burst": burst}),
                 (None, None) => unreachable!("clap requires one"),
             };
             apply(cli, &mut client, target, common, "loss", loss)
@@ -215,7 +215,8 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
             } else {
                 println!(
                     "faultd {} (protocol {})",
-                    result["version"], result["protocol"]
+                    result["version"].as_str().unwrap_or("?"),
+                    result["protocol"]
                 );
                 println!("kernel        {}", result["kernel"].as_str().unwrap_or("?"));
                 println!("features      {}", result["features"]);

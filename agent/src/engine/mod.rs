@@ -389,6 +389,7 @@ impl Engine {
         let netns = Netns::open(&netns_path)?;
         let netns_id = netns.id();
         let id = self.new_fault_id();
+        let applied_at = SystemTime::now();
         let deadline = Instant::now() + spec.duration;
         let deadline_ns = kernel::monotonic_ns() + spec.duration.as_nanos() as u64;
         let flow_seed = (mix64(self.next_id ^ deadline_ns) >> 32) as u32;
@@ -430,6 +431,23 @@ impl Engine {
             }
         };
 
+        // An earlier faultd's filters on this device were just replaced; its clsact is ours now.
+        let inherited = self.orphans.iter().position(|o| {
+            o.record.dev == dev
+                && NetnsId {
+                    dev: o.record.netns_dev,
+                    ino: o.record.netns_ino,
+                } == netns_id
+        });
+        if let Some(index) = inherited {
+            let orphan = self.orphans.remove(index);
+            if orphan.record.created_clsact {
+                if let Some(namespace) = self.namespaces.get_mut(&netns_id) {
+                    namespace.adopt_clsact(&dev);
+                }
+            }
+        }
+
         let fault = ActiveFault {
             id: id.clone(),
             key: key.clone(),
@@ -440,7 +458,7 @@ impl Engine {
             slot,
             prefixes,
             hooks,
-            applied_at: SystemTime::now(),
+            applied_at,
             deadline,
             deadline_ns,
         };
@@ -650,14 +668,6 @@ impl Engine {
                 })
             {
                 continue; // The namespace is gone and the path now names another.
-            }
-            // A device we manage again was taken over by `install`; leave it to that fault.
-            if self
-                .namespaces
-                .get(&netns.id())
-                .is_some_and(|ns| ns.has_device(&r.dev))
-            {
-                continue;
             }
             let result = netns.run(&self.home, || {
                 namespace::remove_attachment(&r.dev, r.created_clsact)

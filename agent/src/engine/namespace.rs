@@ -77,14 +77,19 @@ impl Namespace {
         self.devices.is_empty()
     }
 
-    pub fn has_device(&self, name: &str) -> bool {
-        self.devices.keys().any(|d| d.name == name)
-    }
-
     pub fn devices(&self) -> impl Iterator<Item = (DeviceKey, bool)> + '_ {
         self.devices
             .iter()
             .map(|(key, d)| (key.clone(), d.created_clsact))
+    }
+
+    /// Marks the device's clsact as ours to remove (an earlier faultd added it).
+    pub fn adopt_clsact(&mut self, name: &str) {
+        for (key, device) in &mut self.devices {
+            if key.name == name {
+                device.created_clsact = true;
+            }
+        }
     }
 
     pub fn read_counters(&self, slot: u32) -> Result<FlCounters, KernelError> {
@@ -194,6 +199,10 @@ impl Namespace {
     fn acquire_device(&mut self, device: &DeviceKey, hooks: &[Hook]) -> Result<(), KernelError> {
         if !self.devices.contains_key(device) {
             let created_clsact = bpf::add_clsact(&device.name)?;
+            // An earlier faultd may have left its filters on a hook we will not use.
+            for hook in Hook::ALL {
+                bpf::detach(&device.name, hook)?;
+            }
             self.devices.insert(
                 device.clone(),
                 Device {

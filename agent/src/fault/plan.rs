@@ -117,6 +117,17 @@ impl PrefixKey {
     }
 }
 
+impl std::fmt::Display for PrefixKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v6 = std::net::Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) if self.len >= 96 => write!(f, "{v4}/{}", self.len - 96),
+            _ if self.len == 0 => write!(f, "any address"),
+            _ => write!(f, "{v6}/{}", self.len),
+        }
+    }
+}
+
 /// The trie keys for a fault on one device: its remote CIDRs, or every address.
 pub fn prefix_keys(spec: &FaultSpec, ifindex: u32) -> Vec<PrefixKey> {
     let dst = &spec.target.matcher.dst;
@@ -141,10 +152,9 @@ pub fn prefix_keys(spec: &FaultSpec, ifindex: u32) -> Vec<PrefixKey> {
 
 /// More faults would overlap one remote address on one device than the datapath examines.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("more than {MAX_CANDIDATES} faults would overlap {addr}/{len} on one device")]
+#[error("more than {MAX_CANDIDATES} faults would overlap {network} on one device")]
 pub struct TooManyOverlapping {
-    pub addr: std::net::Ipv6Addr,
-    pub len: u32,
+    pub network: String,
 }
 
 /// What to write to the trie: entries to set (key → candidate slots) and keys to delete.
@@ -224,8 +234,7 @@ impl PrefixIndex {
             .collect();
         if slots.len() > MAX_CANDIDATES {
             return Err(TooManyOverlapping {
-                addr: key.addr.into(),
-                len: key.len,
+                network: key.to_string(),
             });
         }
         let mut value = FlCandidates {

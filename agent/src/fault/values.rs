@@ -296,7 +296,8 @@ impl FromStr for Direction {
     }
 }
 
-/// A human duration: `500ms`, `30s`, `1.5s`, `2m`, `1h`, or sums like `1m30s`.
+/// A human duration: `500us`, `500ms`, `30s`, `1.5s`, `2m`, `1h`, or sums like `1m30s`, with
+/// microsecond resolution (finer parts are refused, not silently rounded).
 pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
     let bad = || {
         invalid(format!(
@@ -319,6 +320,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
         let (unit, next) = after.split_at(unit_end);
         let value: f64 = number.parse().map_err(|_| bad())?;
         let scale = match unit {
+            "us" => 0.000_001,
             "ms" => 0.001,
             "s" => 1.0,
             "m" => 60.0,
@@ -331,13 +333,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
     if !total.is_finite() || total > 1e9 {
         return Err(bad());
     }
-    Ok(Duration::from_secs_f64(total))
+    let micros = total * 1e6;
+    if (micros - micros.round()).abs() > 1e-3 {
+        return Err(invalid(format!("{text:?} is finer than a microsecond")));
+    }
+    Ok(Duration::from_micros(micros.round() as u64))
 }
 
 /// Formats a duration the way `parse_duration` reads it, choosing the shortest exact form.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms.is_multiple_of(3_600_000) && ms > 0 {
+    if d.subsec_micros() % 1000 != 0 {
+        format!("{}us", d.as_micros())
+    } else if ms.is_multiple_of(3_600_000) && ms > 0 {
         format!("{}h", ms / 3_600_000)
     } else if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
@@ -406,6 +414,12 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert!(parse_duration("0.4us").is_err());
+        assert_eq!(
+            format_duration(Duration::from_micros(1_000_500)),
+            "1000500us"
+        );
         for bad in ["", "-1s", "10", "5 parsecs", "s", "1e3s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
