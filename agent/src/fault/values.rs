@@ -343,7 +343,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
 /// Formats a duration the way `parse_duration` reads it, choosing the shortest exact form.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if d.subsec_micros() % 1000 != 0 {
+    if !d.subsec_micros().is_multiple_of(1000) {
         format!("{}us", d.as_micros())
     } else if ms.is_multiple_of(3_600_000) && ms > 0 {
         format!("{}h", ms / 3_600_000)
