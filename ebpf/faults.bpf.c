@@ -49,7 +49,12 @@ struct fl_packet {
 	__u8 proto;
 	__u32 segs;
 	__u32 len;
+	__u32 steer_class;  /* set by the first matching delay fault */
+	__u32 steer_ifb;
 };
+
+/* fl_apply_fault's answer for a delay fault: steer the packet, keep looking for drops. */
+#define FL_STEER 1000
 
 static __always_inline void fl_mapped_v4(__u32 out[4], __u32 addr)
 {
@@ -260,6 +265,13 @@ __attribute__((noinline)) int fl_apply_fault(__u32 slot, struct fl_packet *pkt, 
 		counters->matched_packets[dir] += pkt->segs;
 		counters->matched_bytes[dir] += pkt->len;
 	}
+	if (fault->action.kind == FL_ACTION_DELAY) {
+		if (!pkt->steer_class) {
+			pkt->steer_class = fault->action.class_id;
+			pkt->steer_ifb = fault->action.ifb_ifindex;
+		}
+		return FL_STEER;
+	}
 	if (!fl_should_drop(fault))
 		return TC_ACT_UNSPEC;
 	if (counters) {
@@ -290,9 +302,15 @@ static __always_inline int fl_handle(struct __sk_buff *skb, int dir)
 		if (i >= candidates->count)
 			break;
 		verdict = fl_apply_fault(candidates->slots[i], &pkt, dir, now);
-		if (verdict != TC_ACT_UNSPEC)
+		if (verdict != TC_ACT_UNSPEC && verdict != FL_STEER)
 			return verdict;
 	}
+	if (!pkt.steer_class)
+		return TC_ACT_UNSPEC;
+	/* htb puts a packet whose priority names one of its classes into that class. */
+	skb->priority = pkt.steer_class;
+	if (dir == FL_DIR_INGRESS)
+		return bpf_redirect(pkt.steer_ifb, 0);
 	return TC_ACT_UNSPEC;
 }
 

@@ -85,7 +85,22 @@ while faultctl --json ls | jq -e '.faults | length > 0' >/dev/null; do sleep 0.5
 echo "expired; tcp 5201: $(connects 5201)"
 
 echo
-echo "== 3. what is left on the device: =="
+echo "== 3. delay: 100 ms on packets from $ns_a to 10.0.0.2 =="
+rtt() { in_a ping -q -c 20 -i 0.01 10.0.0.2 | awk -F'/' '/^rtt/ {print $5 " ms"}'; }
+if [ "$(faultctl --json status | jq .features.netem)" = "true" ]; then
+    echo "baseline median-ish RTT: $(rtt)"
+    id=$(faultctl --json delay --netns "$ns_a" --dev "$dev_a" --dst 10.0.0.2 --delay 100ms --for 10s | jq -r .id)
+    echo "applied $id; RTT now: $(rtt)"
+    faultctl rm "$id" >/dev/null
+    echo "revoked; RTT: $(rtt)"
+else
+    echo "this kernel has no netem qdisc (sch_netem), so delay faults are refused:"
+    faultctl delay --netns "$ns_a" --dev "$dev_a" --dst 10.0.0.2 --delay 100ms --for 10s || true
+    echo "(the VM stage of ./scripts/test.sh proves delay on a kernel that has netem)"
+fi
+
+echo
+echo "== 4. what is left on the device: =="
 tc -n "$ns_a" qdisc show dev "$dev_a"
 tc -n "$ns_a" filter show dev "$dev_a" egress
 echo "(no clsact, no filter: faultd removed everything it installed)"

@@ -96,7 +96,7 @@ fn sigkill_leaves_the_fault_until_its_deadline_and_not_after() {
     let at = healed.duration_since(applied);
     assert!(at >= Duration::from_secs(3), "healed early, at {at:?}");
     assert!(
-        at < Duration::from_millis(3_700),
+        at < Duration::from_secs(4),
         "healed late, at {at:?}: the kernel deadline holds"
     );
     // The filters (one per hook) are still there, inert, until a faultd cleans up.
@@ -115,12 +115,13 @@ fn a_restart_mid_fault_keeps_the_fault_until_its_deadline() {
     let lab = Lab::new();
     let mut agent = Agent::start();
     let applied = Instant::now();
-    apply(&agent, partition_for(&lab, "3s"));
+    // Long enough to outlast a restart even on an emulated CPU.
+    apply(&agent, partition_for(&lab, "8s"));
     agent.sigkill();
     let restarted = agent.restart();
     assert_eq!(delivered(&lab), 0, "the earlier faultd's fault still holds");
-    let healed = wait_until_delivered(&lab, Duration::from_secs(6));
-    assert!(healed.duration_since(applied) >= Duration::from_secs(3));
+    let healed = wait_until_delivered(&lab, Duration::from_secs(11));
+    assert!(healed.duration_since(applied) >= Duration::from_secs(8));
     wait_for_no_filters(&lab);
     drop(restarted);
 }

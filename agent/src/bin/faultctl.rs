@@ -51,6 +51,30 @@ enum Cmd {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Delay matching packets (netem), optionally with jitter and other impairments.
+    Delay {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Added latency, e.g. 100ms.
+        #[arg(long)]
+        delay: String,
+        #[command(flatten)]
+        netem: NetemArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Impair matching packets with any combination of netem's knobs.
+    Netem {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Added latency, e.g. 100ms.
+        #[arg(long)]
+        delay: Option<String>,
+        #[command(flatten)]
+        netem: NetemArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Drop every matching packet.
     Partition {
         #[command(flatten)]
@@ -103,6 +127,81 @@ struct TargetArgs {
     /// Fraction of flows affected, chosen by a hash of each flow (0 < F <= 1).
     #[arg(long)]
     flows: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+struct NetemArgs {
+    /// Delay variation, e.g. 10ms.
+    #[arg(long)]
+    jitter: Option<String>,
+    /// Correlation of successive delays, percent.
+    #[arg(long)]
+    correlation: Option<f64>,
+    /// Jitter distribution: uniform, normal, pareto, paretonormal.
+    #[arg(long)]
+    distribution: Option<String>,
+    /// Random loss: PERCENT[,CORRELATION].
+    #[arg(long, value_name = "P[,CORR]", value_parser = chance_json)]
+    loss: Option<Value>,
+    /// Gilbert-Elliott loss, as netem's gemodel: P,R[,1-H[,1-K]] in percent.
+    #[arg(long, value_name = "P,R[,1-H[,1-K]]", value_parser = burst_json, conflicts_with = "loss")]
+    loss_burst: Option<Value>,
+    /// netem's 4-state loss: P13[,P31[,P32[,P23[,P14]]]] in percent.
+    #[arg(long, value_name = "P13[,P31,P32,P23,P14]", value_parser = state4_json, conflicts_with_all = ["loss", "loss_burst"])]
+    loss_state: Option<Value>,
+    /// Duplicate packets: PERCENT[,CORRELATION].
+    #[arg(long, value_name = "P[,CORR]", value_parser = chance_json)]
+    duplicate: Option<Value>,
+    /// Corrupt packets (one bit flip): PERCENT[,CORRELATION].
+    #[arg(long, value_name = "P[,CORR]", value_parser = chance_json)]
+    corrupt: Option<Value>,
+    /// Send packets early (out of order): PERCENT[,CORRELATION]; needs a delay.
+    #[arg(long, value_name = "P[,CORR]", value_parser = chance_json)]
+    reorder: Option<Value>,
+    /// With --reorder: reorder every GAP-th packet.
+    #[arg(long, requires = "reorder")]
+    gap: Option<u32>,
+    /// Bandwidth limit: RATE[,PACKET_OVERHEAD[,CELL_SIZE[,CELL_OVERHEAD]]], e.g. 10mbit.
+    #[arg(long, value_name = "RATE[,OVERHEAD[,CELL[,CELL_OVERHEAD]]]", value_parser = rate_json)]
+    rate: Option<Value>,
+    /// Packets netem may hold.
+    #[arg(long)]
+    limit: Option<u32>,
+}
+
+impl NetemArgs {
+    fn to_json(&self, delay: Option<&String>) -> Value {
+        let mut netem = Map::new();
+        let mut put = |name: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                netem.insert(name.into(), value);
+            }
+        };
+        put("delay", delay.map(|d| json!(d)));
+        put("jitter", self.jitter.as_ref().map(|j| json!(j)));
+        put("delay_correlation", self.correlation.map(|c| json!(c)));
+        put("distribution", self.distribution.as_ref().map(|d| json!(d)));
+        put("loss", self.loss.clone());
+        put("loss", self.loss_burst.clone().map(|b| json!({"burst": b})));
+        put(
+            "loss",
+            self.loss_state.clone().map(|s| json!({"state4": s})),
+        );
+        put("duplicate", self.duplicate.clone());
+        put("corrupt", self.corrupt.clone());
+        put(
+            "reorder",
+            self.reorder.clone().map(|mut r| {
+                if let Some(gap) = self.gap {
+                    r["gap"] = json!(gap);
+                }
+                r
+            }),
+        );
+        put("rate", self.rate.clone());
+        put("limit", self.limit.map(|l| json!(l)));
+        Value::Object(netem)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +259,32 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
         Cmd::Partition { target, common } => {
             apply(cli, &mut client, target, common, "partition", json!({}))
         }
+        Cmd::Delay {
+            target,
+            delay,
+            netem,
+            common,
+        } => apply(
+            cli,
+            &mut client,
+            target,
+            common,
+            "netem",
+            netem.to_json(Some(delay)),
+        ),
+        Cmd::Netem {
+            target,
+            delay,
+            netem,
+            common,
+        } => apply(
+            cli,
+            &mut client,
+            target,
+            common,
+            "netem",
+            netem.to_json(delay.as_ref()),
+        ),
         Cmd::Ls => {
             let result = client.request("list", json!({}))?;
             if cli.json {
@@ -307,6 +432,49 @@ fn burst_json(text: &str) -> Result<Value, ClientError> {
     Ok(burst)
 }
 
+fn numbers(text: &str, min: usize, max: usize, shape: &str) -> Result<Vec<f64>, String> {
+    let numbers: Result<Vec<f64>, _> = text.split(',').map(|s| s.trim().parse::<f64>()).collect();
+    match numbers {
+        Ok(n) if (min..=max).contains(&n.len()) => Ok(n),
+        _ => Err(format!("{text:?}: expected {shape}")),
+    }
+}
+
+/// `P[,CORR]` → `{"percent": P, "correlation": CORR}`.
+fn chance_json(text: &str) -> Result<Value, String> {
+    let n = numbers(text, 1, 2, "PERCENT[,CORRELATION]")?;
+    let mut chance = json!({"percent": n[0]});
+    if let Some(c) = n.get(1) {
+        chance["correlation"] = json!(c);
+    }
+    Ok(chance)
+}
+
+fn state4_json(text: &str) -> Result<Value, String> {
+    let n = numbers(text, 1, 5, "P13[,P31[,P32[,P23[,P14]]]]")?;
+    let mut state = Map::new();
+    for (name, value) in ["p13", "p31", "p32", "p23", "p14"].iter().zip(n) {
+        state.insert((*name).into(), json!(value));
+    }
+    Ok(Value::Object(state))
+}
+
+/// `RATE[,OVERHEAD[,CELL_SIZE[,CELL_OVERHEAD]]]`.
+fn rate_json(text: &str) -> Result<Value, String> {
+    let mut parts = text.split(',');
+    let mut rate = json!({"rate": parts.next().unwrap_or_default().trim()});
+    for name in ["packet_overhead", "cell_size", "cell_overhead"] {
+        if let Some(part) = parts.next() {
+            let value: i64 = part
+                .trim()
+                .parse()
+                .map_err(|_| format!("{text:?}: {name} must be an integer"))?;
+            rate[name] = json!(value);
+        }
+    }
+    Ok(rate)
+}
+
 fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ClientError> {
     serde_json::from_value(value).map_err(|e| ClientError::Protocol(e.to_string()))
 }
@@ -340,7 +508,19 @@ fn summary_of(fault: &Value) -> String {
     } else {
         fault
     };
-    let action = if let Some(p) = spec["loss"]["percent"].as_f64() {
+    let action = if let Some(netem) = spec["netem"].as_object() {
+        let knobs: Vec<String> = netem
+            .iter()
+            .filter(|(name, _)| name.as_str() != "limit")
+            .map(|(name, value)| {
+                format!(
+                    "{name}={}",
+                    value.as_str().map_or(value.to_string(), str::to_owned)
+                )
+            })
+            .collect();
+        format!("netem {}", knobs.join(" "))
+    } else if let Some(p) = spec["loss"]["percent"].as_f64() {
         format!("loss {p}%")
     } else if spec["loss"]["burst"].is_object() {
         format!("burst-loss {}", spec["loss"]["burst"])

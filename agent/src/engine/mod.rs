@@ -3,6 +3,7 @@
 //! `Command`s and get answers on oneshot channels. Expiry, revoke, clear and shutdown all go
 //! through `remove_fault`, the single inverse of `apply`.
 
+mod delay;
 mod journal;
 mod namespace;
 
@@ -19,12 +20,12 @@ use tokio::sync::{broadcast, oneshot};
 
 use self::{
     journal::{AttachmentRecord, Journal},
-    namespace::{DeviceKey, Namespace},
+    namespace::{Installed, Namespace},
 };
 use crate::{
     fault::{
-        plan::{self, PrefixKey, TooManyOverlapping},
-        spec::{DurationLimits, FaultSpec, FaultWire, SpecError},
+        plan::{self, TooManyOverlapping},
+        spec::{Action, DurationLimits, FaultSpec, FaultWire, SpecError},
         values::format_duration,
     },
     kernel::{
@@ -32,6 +33,7 @@ use crate::{
         abi::{DIR_EGRESS, DIR_INGRESS, MAX_FAULTS},
         bpf::{Datapath, Hook},
         netns::{Netns, NetnsId},
+        probe::{self, Features},
         KernelError,
     },
     proto::{
@@ -138,9 +140,7 @@ struct ActiveFault {
     spec: FaultSpec,
     wire: FaultWire,
     netns: NetnsId,
-    device: DeviceKey,
-    slot: u32,
-    prefixes: Vec<PrefixKey>,
+    installed: Installed,
     hooks: Vec<Hook>,
     applied_at: SystemTime,
     deadline: Instant,
@@ -163,6 +163,7 @@ pub struct Engine {
     journal: Journal,
     journaled: Vec<AttachmentRecord>,
     ebpf_support: Result<(), String>,
+    features: Features,
     events: broadcast::Sender<Event>,
     next_id: u64,
 }
@@ -207,6 +208,7 @@ pub fn spawn(
                 journal,
                 journaled: Vec::new(),
                 ebpf_support,
+                features: probe::probe(),
                 events,
                 next_id: 0,
             };
@@ -308,7 +310,7 @@ impl Engine {
             "kernel": release,
             "features": {
                 "ebpf_tc": self.ebpf_support.is_ok(),
-                "netem": false,
+                "netem": self.features.netem.is_ok(),
             },
             "limits": {
                 "max_duration": format_duration(self.config.durations.max),
@@ -380,6 +382,19 @@ impl Engine {
             }
             .into());
         }
+        let netem_options = match &spec.action {
+            Action::Netem(netem) => match &self.features.netem {
+                Ok(()) => Some(kernel::netem::netem_options(netem)),
+                Err(detail) => {
+                    return Err(KernelError::Unsupported {
+                        feature: "delay faults",
+                        detail: detail.clone(),
+                    }
+                    .into())
+                }
+            },
+            _ => None,
+        };
 
         let netns_path = match &spec.target.netns {
             Some(reference) => reference.path(),
@@ -416,12 +431,11 @@ impl Engine {
         };
         let dev = spec.target.dev.as_str().to_owned();
         let installed = namespace.run(home, |ns| {
-            ns.install(&dev, &hooks, &value, |ifindex| {
+            ns.install(&dev, &hooks, value, netem_options.as_deref(), |ifindex| {
                 plan::prefix_keys(&spec, ifindex)
             })
         });
-        let installed = installed.and_then(|r| r);
-        let (device, slot, prefixes) = match installed {
+        let installed = match installed.and_then(|r| r) {
             Ok(done) => done,
             Err(e) => {
                 if fresh {
@@ -454,9 +468,7 @@ impl Engine {
             spec,
             wire: normalized,
             netns: netns_id,
-            device,
-            slot,
-            prefixes,
+            installed,
             hooks,
             applied_at,
             deadline,
@@ -486,7 +498,7 @@ impl Engine {
         let mut errors = Vec::new();
         if let Some(namespace) = self.namespaces.get_mut(&fault.netns) {
             let outcome = namespace.run(&self.home, |ns| {
-                ns.uninstall(&fault.device, fault.slot, &fault.prefixes, &fault.hooks)
+                ns.uninstall(&fault.installed, &fault.hooks)
             });
             match outcome {
                 Ok((read, errs)) => {
@@ -530,7 +542,7 @@ impl Engine {
     fn counters_of(&self, fault: &ActiveFault) -> kernel::abi::FlCounters {
         self.namespaces
             .get(&fault.netns)
-            .and_then(|ns| ns.read_counters(fault.slot).ok())
+            .and_then(|ns| ns.read_counters(fault.installed.slot).ok())
             .unwrap_or_default()
     }
 
@@ -589,7 +601,7 @@ impl Engine {
                 let last = self
                     .faults
                     .values()
-                    .filter(|f| f.netns == *netns_id && f.device == device)
+                    .filter(|f| f.netns == *netns_id && f.installed.device == device)
                     .map(|f| f.deadline_ns)
                     .max()
                     .unwrap_or(0);

@@ -4,7 +4,10 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use super::EngineError;
+use super::{
+    delay::{DelayClass, DelayQdiscs},
+    EngineError,
+};
 use crate::{
     fault::plan::{PrefixIndex, PrefixKey, TrieChanges},
     kernel::{
@@ -12,7 +15,7 @@ use crate::{
         abi::{FlCounters, FlFault, MAX_FAULTS},
         bpf::{self, Datapath, Hook},
         netns::Netns,
-        tc, KernelError,
+        qdisc, tc, KernelError,
     },
 };
 
@@ -45,6 +48,18 @@ pub struct Namespace {
     free_slots: Vec<u32>,
     next_slot: u32,
     devices: BTreeMap<DeviceKey, Device>,
+    delays: BTreeMap<DeviceKey, DelayQdiscs>,
+}
+
+/// What `install` put in place for one fault; `uninstall` takes it back.
+#[derive(Debug)]
+pub struct Installed {
+    pub device: DeviceKey,
+    pub slot: u32,
+    pub prefixes: Vec<PrefixKey>,
+    pub delay: Option<DelayClass>,
+    /// Whether the device counts this fault (clsact and filters acquired).
+    acquired: bool,
 }
 
 impl Namespace {
@@ -57,6 +72,7 @@ impl Namespace {
             free_slots: Vec::new(),
             next_slot: 0,
             devices: BTreeMap::new(),
+            delays: BTreeMap::new(),
         })
     }
 
@@ -74,7 +90,7 @@ impl Namespace {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.devices.is_empty()
+        self.devices.is_empty() && self.delays.is_empty()
     }
 
     pub fn devices(&self) -> impl Iterator<Item = (DeviceKey, bool)> + '_ {
@@ -96,14 +112,16 @@ impl Namespace {
         self.datapath.read_counters(slot)
     }
 
-    /// Installs one fault on `dev`: all of it, or (on error) none of it.
+    /// Installs one fault on `dev`: all of it, or (on error) none of it. `netem` carries the
+    /// netem qdisc options of a delay fault.
     pub fn install(
         &mut self,
         dev: &str,
         hooks: &[Hook],
-        value: &FlFault,
+        mut value: FlFault,
+        netem: Option<&[u8]>,
         prefixes_for: impl FnOnce(u32) -> Vec<PrefixKey>,
-    ) -> Result<(DeviceKey, u32, Vec<PrefixKey>), EngineError> {
+    ) -> Result<Installed, EngineError> {
         let device = DeviceKey {
             name: dev.to_owned(),
             ifindex: kernel::ifindex(dev)?,
@@ -117,57 +135,94 @@ impl Namespace {
                 return Err(e.into());
             }
         };
-        let attached = self.install_kernel(&device, hooks, slot, value, &changes);
-        if let Err(e) = attached {
-            let undo = self.index.remove(slot, &prefixes);
-            let mut errors = self.write_trie(&undo);
-            errors.extend(self.datapath.write_fault(slot, &FlFault::default()).err());
-            errors.extend(self.release_device(&device, hooks));
-            for undo_error in errors {
-                tracing::error!(error = %undo_error, "rolling back a failed apply");
+        let mut installed = Installed {
+            device,
+            slot,
+            prefixes,
+            delay: None,
+            acquired: false,
+        };
+        if let Some(options) = netem {
+            let delays = self.delays.entry(installed.device.clone()).or_default();
+            let egress = hooks.contains(&Hook::Egress);
+            let ingress = hooks.contains(&Hook::Ingress);
+            match delays.add(installed.device.ifindex, egress, ingress, options) {
+                Ok(class) => {
+                    value.action.class_id = qdisc::class_handle(class.minor);
+                    value.action.ifb_ifindex = class.ifb.unwrap_or(0);
+                    installed.delay = Some(class);
+                }
+                Err(e) => {
+                    self.undo_install(&installed, hooks);
+                    return Err(e);
+                }
             }
-            self.free_slots.push(slot);
+        }
+        if let Err(e) = self.install_kernel(&mut installed, hooks, &value, &changes) {
+            self.undo_install(&installed, hooks);
             return Err(e);
         }
-        Ok((device, slot, prefixes))
+        Ok(installed)
+    }
+
+    fn undo_install(&mut self, installed: &Installed, hooks: &[Hook]) {
+        let (_, errors) = self.uninstall(installed, hooks);
+        for undo_error in errors {
+            tracing::error!(error = %undo_error, "rolling back a failed apply");
+        }
     }
 
     fn install_kernel(
         &mut self,
-        device: &DeviceKey,
+        installed: &mut Installed,
         hooks: &[Hook],
-        slot: u32,
         value: &FlFault,
         changes: &TrieChanges,
     ) -> Result<(), EngineError> {
         // The slot is invisible until the trie lists it, so it is written first.
-        self.datapath.reset_counters(slot)?;
-        self.datapath.write_fault(slot, value)?;
-        self.acquire_device(device, hooks)?;
+        self.datapath.reset_counters(installed.slot)?;
+        self.datapath.write_fault(installed.slot, value)?;
+        self.acquire_device(&installed.device, hooks, &mut installed.acquired)?;
         if let Some(e) = self.write_trie(changes).into_iter().next() {
             return Err(e.into());
         }
         Ok(())
     }
 
-    /// Removes one fault; returns its final counters and every error met on the way.
+    /// Removes one fault (or what a failed install got done of it); returns its final
+    /// counters and every error met on the way.
     pub fn uninstall(
         &mut self,
-        device: &DeviceKey,
-        slot: u32,
-        prefixes: &[PrefixKey],
+        installed: &Installed,
         hooks: &[Hook],
     ) -> (Option<FlCounters>, Vec<KernelError>) {
-        let changes = self.index.remove(slot, prefixes);
+        let Installed {
+            device,
+            slot,
+            prefixes,
+            delay,
+            acquired,
+        } = installed;
+        let changes = self.index.remove(*slot, prefixes);
         let mut errors = self.write_trie(&changes);
         let counters = self
             .datapath
-            .read_counters(slot)
+            .read_counters(*slot)
             .map_err(|e| errors.push(e))
             .ok();
-        errors.extend(self.datapath.write_fault(slot, &FlFault::default()).err());
-        self.free_slots.push(slot);
-        errors.extend(self.release_device(device, hooks));
+        errors.extend(self.datapath.write_fault(*slot, &FlFault::default()).err());
+        self.free_slots.push(*slot);
+        if let Some(class) = delay {
+            if let Some(delays) = self.delays.get_mut(device) {
+                errors.extend(delays.remove(device.ifindex, class));
+                if delays.is_idle() {
+                    self.delays.remove(device);
+                }
+            }
+        }
+        if *acquired {
+            errors.extend(self.release_device(device, hooks));
+        }
         (counters, errors)
     }
 
@@ -196,13 +251,17 @@ impl Namespace {
     }
 
     /// Counts one more fault on `device`, adding clsact and our filters where missing.
-    fn acquire_device(&mut self, device: &DeviceKey, hooks: &[Hook]) -> Result<(), KernelError> {
-        if !self.devices.contains_key(device) {
+    /// `counted` turns true as soon as the device counts the fault, so that a rollback
+    /// releases exactly what was acquired.
+    fn acquire_device(
+        &mut self,
+        device: &DeviceKey,
+        hooks: &[Hook],
+        counted: &mut bool,
+    ) -> Result<(), KernelError> {
+        let first = !self.devices.contains_key(device);
+        if first {
             let created_clsact = bpf::add_clsact(&device.name)?;
-            // An earlier faultd may have left its filters on a hook we will not use.
-            for hook in Hook::ALL {
-                bpf::detach(&device.name, hook)?;
-            }
             self.devices.insert(
                 device.clone(),
                 Device {
@@ -215,6 +274,13 @@ impl Namespace {
             unreachable!("inserted above");
         };
         state.faults += 1;
+        *counted = true;
+        if first {
+            // An earlier faultd may have left its filters on a hook we will not use.
+            for hook in Hook::ALL {
+                bpf::detach(&device.name, hook)?;
+            }
+        }
         for &hook in hooks {
             if state.hook_users[hook_index(hook)] == 0 {
                 // Count the user only once attached, so a rollback does not detach twice.

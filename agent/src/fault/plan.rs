@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::spec::{Action, FaultSpec};
 use super::values::Cidr;
 use crate::kernel::abi::{
-    FlAction, FlCandidates, FlCidr, FlFault, FlMatch, FlPortRange, ACTION_BURST_LOSS, ACTION_LOSS,
-    ACTION_PARTITION, HOOK_EGRESS, HOOK_INGRESS, MAX_CANDIDATES,
+    FlAction, FlCandidates, FlCidr, FlFault, FlMatch, FlPortRange, ACTION_BURST_LOSS, ACTION_DELAY,
+    ACTION_LOSS, ACTION_PARTITION, HOOK_EGRESS, HOOK_INGRESS, MAX_CANDIDATES,
 };
 
 /// The `fl_fault` value for `spec` (its deadline is set when it is installed).
@@ -54,9 +54,14 @@ pub fn fault_value(spec: &FaultSpec, flow_seed: u32) -> FlFault {
             last: range.last(),
         };
     }
-    let action = match spec.action {
+    let action = match &spec.action {
         Action::Partition => FlAction {
             kind: ACTION_PARTITION,
+            ..FlAction::default()
+        },
+        // The class and ifb are known once the qdiscs exist (`Namespace::install`).
+        Action::Netem(_) => FlAction {
+            kind: ACTION_DELAY,
             ..FlAction::default()
         },
         Action::Loss(p) => FlAction {

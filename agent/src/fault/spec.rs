@@ -6,6 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::netem::{Netem, NetemWire};
 use super::values::{
     format_duration, parse_duration, Cidr, Direction, Fraction, Percent, PortRange, Proto,
     ValueError,
@@ -47,6 +48,9 @@ pub struct FaultWire {
     pub loss: Option<LossWire>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<PartitionWire>,
+    /// Delay and the rest of the netem model, applied by a netem qdisc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netem: Option<NetemWire>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,11 +224,12 @@ pub struct FlowMatch {
     pub dport: Vec<PortRange>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     Partition,
     Loss(Percent),
     BurstLoss(GilbertElliott),
+    Netem(Box<Netem>),
 }
 
 /// netem's `gemodel`: p = P(good→bad), r = P(bad→good), loss_bad = 1-h, loss_good = 1-k.
@@ -252,19 +257,20 @@ pub struct DurationLimits {
 
 impl FaultSpec {
     pub fn from_wire(wire: &FaultWire, limits: &DurationLimits) -> Result<Self, SpecError> {
-        let action = match (&wire.loss, &wire.partition) {
-            (Some(loss), None) => loss_action(loss)?,
-            (None, Some(_)) => Action::Partition,
-            (None, None) => {
+        let action = match (&wire.loss, &wire.partition, &wire.netem) {
+            (Some(loss), None, None) => loss_action(loss)?,
+            (None, Some(_), None) => Action::Partition,
+            (None, None, Some(netem)) => Action::Netem(Box::new(Netem::from_wire(netem)?)),
+            (None, None, None) => {
                 return Err(SpecError::new(
                     "fault",
-                    "needs an action: \"loss\" or \"partition\"",
+                    "needs an action: \"loss\", \"partition\" or \"netem\"",
                 ))
             }
-            (Some(_), Some(_)) => {
+            _ => {
                 return Err(SpecError::new(
                     "fault",
-                    "\"loss\" and \"partition\" exclude each other",
+                    "\"loss\", \"partition\" and \"netem\" exclude each other",
                 ))
             }
         };
@@ -300,7 +306,7 @@ impl FaultSpec {
         }
         let default_direction = match action {
             Action::Partition => Direction::Both,
-            Action::Loss(_) | Action::BurstLoss(_) => Direction::Egress,
+            Action::Loss(_) | Action::BurstLoss(_) | Action::Netem(_) => Direction::Egress,
         };
         Ok(Self {
             target: target(&wire.target, default_direction)?,
@@ -316,17 +322,18 @@ impl FaultSpec {
         let m = &t.matcher;
         let strings = |v: &[Cidr]| v.iter().map(ToString::to_string).collect();
         let ports = |v: &[PortRange]| v.iter().map(|p| PortWire::Text(p.to_string())).collect();
-        let (loss, partition) = match self.action {
-            Action::Partition => (None, Some(PartitionWire {})),
-            Action::Loss(p) => (
-                Some(LossWire {
+        let (mut loss, mut partition, mut netem) = (None, None, None);
+        match &self.action {
+            Action::Partition => partition = Some(PartitionWire {}),
+            Action::Loss(p) => {
+                loss = Some(LossWire {
                     percent: Some(p.value()),
                     burst: None,
-                }),
-                None,
-            ),
-            Action::BurstLoss(ge) => (
-                Some(LossWire {
+                })
+            }
+            Action::Netem(n) => netem = Some(n.to_wire()),
+            Action::BurstLoss(ge) => {
+                loss = Some(LossWire {
                     percent: None,
                     burst: Some(BurstWire {
                         p: ge.p.value(),
@@ -334,10 +341,9 @@ impl FaultSpec {
                         loss_bad: Some(ge.loss_bad.value()),
                         loss_good: Some(ge.loss_good.value()),
                     }),
-                }),
-                None,
-            ),
-        };
+                })
+            }
+        }
         FaultWire {
             target: TargetWire {
                 netns: t.netns.as_ref().map(NetnsRef::to_wire),
@@ -354,6 +360,7 @@ impl FaultSpec {
             },
             loss,
             partition,
+            netem,
             duration: Some(format_duration(self.duration)),
             label: self.label.clone(),
         }

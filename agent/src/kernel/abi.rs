@@ -18,6 +18,7 @@ pub const HOOK_INGRESS: u8 = 1 << DIR_INGRESS;
 pub const ACTION_PARTITION: u32 = 1;
 pub const ACTION_LOSS: u32 = 2;
 pub const ACTION_BURST_LOSS: u32 = 3;
+pub const ACTION_DELAY: u32 = 4;
 
 /// Bits of the trie key taken by the ifindex before the address starts.
 pub const PREFIX_IFINDEX_BITS: u32 = 32;
@@ -67,6 +68,8 @@ pub struct FlAction {
     pub burst_exit: u32,
     pub burst_loss_bad: u32,
     pub burst_loss_good: u32,
+    pub class_id: u32,
+    pub ifb_ifindex: u32,
 }
 
 #[repr(C)]

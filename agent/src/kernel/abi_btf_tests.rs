@@ -81,7 +81,8 @@ fn rust_mirrors_match_the_compiled_btf() {
     assert_layout!(btf, "fl_action", FlAction, {
         "kind" => kind, "loss_threshold" => loss_threshold, "burst_enter" => burst_enter,
         "burst_exit" => burst_exit, "burst_loss_bad" => burst_loss_bad,
-        "burst_loss_good" => burst_loss_good,
+        "burst_loss_good" => burst_loss_good, "class_id" => class_id,
+        "ifb_ifindex" => ifb_ifindex,
     });
     assert_layout!(btf, "fl_fault", FlFault, {
         "deadline_ns" => deadline_ns, "match" => match_, "action" => action,
@@ -131,4 +132,5 @@ fn rust_constants_match_the_header() {
     assert_eq!(define("FL_ACTION_PARTITION"), u64::from(ACTION_PARTITION));
     assert_eq!(define("FL_ACTION_LOSS"), u64::from(ACTION_LOSS));
     assert_eq!(define("FL_ACTION_BURST_LOSS"), u64::from(ACTION_BURST_LOSS));
+    assert_eq!(define("FL_ACTION_DELAY"), u64::from(ACTION_DELAY));
 }

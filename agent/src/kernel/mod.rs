@@ -3,7 +3,13 @@
 
 pub mod abi;
 pub mod bpf;
+pub mod link;
+pub mod netem;
+pub mod netem_dist;
 pub mod netns;
+pub mod probe;
+pub mod qdisc;
+pub mod rtnl;
 pub mod tc;
 
 use std::path::PathBuf;
@@ -20,7 +26,7 @@ pub enum KernelError {
     },
     #[error("no network device {dev:?} in the target namespace")]
     DeviceNotFound { dev: String },
-    #[error("this kernel lacks {feature}: {detail}")]
+    #[error("this kernel cannot run {feature}: {detail}")]
     Unsupported {
         feature: &'static str,
         detail: String,

@@ -1,0 +1,280 @@
+//! The qdiscs of delay faults, over typed rtnetlink messages (no `tc` subprocess).
+//!
+//! Shape: a root htb (handle fa17:) whose unclassified traffic takes htb's direct queue — no
+//! class, no rate limit — plus one class fa17:N per delay fault with a netem leaf (handle
+//! e000+N:). The datapath steers a fault's packets into its class by setting skb->priority
+//! to fa17:N; htb honours that before any filter. The device's original root qdisc is recorded
+//! first and restored when the last delay fault leaves.
+
+use netlink_packet_core::DefaultNla;
+use netlink_packet_route::{
+    tc::{TcAttribute, TcHandle, TcMessage},
+    RouteNetlinkMessage,
+};
+
+use super::{
+    rtnl::{self, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE},
+    KernelError,
+};
+
+pub const ROOT_MAJOR: u16 = 0xfa17;
+const LEAF_MAJOR_BASE: u16 = 0xe000;
+/// Class minors available for delay faults on one device.
+pub const MAX_CLASSES: u16 = 0x0fff;
+
+const TCA_OPTIONS: u16 = 2;
+const TCA_HTB_PARMS: u16 = 1;
+const TCA_HTB_INIT: u16 = 2;
+const TCA_HTB_DIRECT_QLEN: u16 = 5;
+const TCA_HTB_RATE64: u16 = 6;
+const TCA_HTB_CEIL64: u16 = 7;
+const TC_LINKLAYER_ETHERNET: u8 = 1;
+/// Never a limit: classes exist to attach netem, not to shape (netem's own `rate` does that).
+const UNLIMITED_BYTES_PER_SEC: u64 = 1_250_000_000_000;
+/// Packets htb's direct queue holds, like a default pfifo.
+const DIRECT_QLEN: u32 = 1000;
+
+/// The class handle (and skb->priority) of a delay fault's class `minor`.
+pub fn class_handle(minor: u16) -> u32 {
+    (u32::from(ROOT_MAJOR) << 16) | u32::from(minor)
+}
+
+/// A device's root qdisc as found before we replaced it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootQdisc {
+    handle: u32,
+    kind: String,
+    /// Kind-specific attributes (options, size table) to recreate a configured qdisc.
+    attributes: Vec<TcAttribute>,
+}
+
+impl RootQdisc {
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// Default qdiscs (handle 0) come back by themselves when the root is deleted.
+    fn is_default(&self) -> bool {
+        self.handle == 0
+    }
+}
+
+fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let len = 4 + payload.len();
+    let mut out = Vec::with_capacity((len + 3) & !3);
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(payload);
+    out.resize((len + 3) & !3, 0);
+    out
+}
+
+fn words(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_ne_bytes()).collect()
+}
+
+/// `struct tc_htb_glob`: version 3, rate2quantum 10, no default class (unclassified traffic
+/// goes to the direct queue).
+fn htb_init() -> Vec<u8> {
+    let mut options = nla(TCA_HTB_INIT, &words(&[3, 10, 0, 0, 0]));
+    options.extend(nla(TCA_HTB_DIRECT_QLEN, &DIRECT_QLEN.to_ne_bytes()));
+    options
+}
+
+/// `struct tc_htb_opt` for an unlimited class, with the 64-bit rates.
+fn htb_class() -> Vec<u8> {
+    let ratespec = |rate: u64| {
+        let mut spec = vec![0u8, TC_LINKLAYER_ETHERNET];
+        spec.extend_from_slice(&[0; 6]); // overhead, cell_align, mpu
+        spec.extend_from_slice(&(rate.min(u64::from(u32::MAX)) as u32).to_ne_bytes());
+        spec
+    };
+    // Buffers of 1 ms in psched ticks (64 ns each): plenty at this rate.
+    let buffer_ticks = 1_000_000u32 >> 6;
+    let mut parms = ratespec(UNLIMITED_BYTES_PER_SEC);
+    parms.extend(ratespec(UNLIMITED_BYTES_PER_SEC));
+    parms.extend(words(&[buffer_ticks, buffer_ticks, 60_000, 0, 0]));
+    let mut options = nla(TCA_HTB_PARMS, &parms);
+    options.extend(nla(TCA_HTB_RATE64, &UNLIMITED_BYTES_PER_SEC.to_ne_bytes()));
+    options.extend(nla(TCA_HTB_CEIL64, &UNLIMITED_BYTES_PER_SEC.to_ne_bytes()));
+    options
+}
+
+fn message(
+    ifindex: u32,
+    parent: u32,
+    handle: u32,
+    kind: &str,
+    options: Option<Vec<u8>>,
+) -> TcMessage {
+    let mut message = TcMessage::with_index(ifindex as i32);
+    message.header.parent = TcHandle::from(parent);
+    message.header.handle = TcHandle::from(handle);
+    message.attributes.push(TcAttribute::Kind(kind.to_owned()));
+    if let Some(options) = options {
+        message
+            .attributes
+            .push(TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, options)));
+    }
+    message
+}
+
+const ROOT: u32 = u32::MAX;
+
+/// The device's root qdisc now.
+pub fn root_qdisc(ifindex: u32) -> Result<Option<RootQdisc>, KernelError> {
+    rtnl::run("dump qdiscs", |mut handle| async move {
+        let all = rtnl::dump(
+            &mut handle,
+            RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
+        )
+        .await?;
+        Ok(all.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewQueueDiscipline(q)
+                if q.header.index == ifindex as i32 && u32::from(q.header.parent) == ROOT =>
+            {
+                let kind = q.attributes.iter().find_map(|a| match a {
+                    TcAttribute::Kind(k) => Some(k.clone()),
+                    _ => None,
+                })?;
+                let attributes = q
+                    .attributes
+                    .iter()
+                    .filter(|a| matches!(a, TcAttribute::Options(_) | TcAttribute::Stab(_)))
+                    .cloned()
+                    .collect();
+                Some(RootQdisc {
+                    handle: u32::from(q.header.handle),
+                    kind,
+                    attributes,
+                })
+            }
+            _ => None,
+        }))
+    })
+}
+
+/// Replaces the root qdisc with our htb.
+pub fn install_root(ifindex: u32) -> Result<(), KernelError> {
+    let root = message(
+        ifindex,
+        ROOT,
+        u32::from(ROOT_MAJOR) << 16,
+        "htb",
+        Some(htb_init()),
+    );
+    rtnl::run("add root htb", |mut handle| async move {
+        rtnl::change(
+            &mut handle,
+            RouteNetlinkMessage::NewQueueDiscipline(root),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+    })
+}
+
+/// Puts the recorded root back: a default qdisc by deleting ours, a configured one by
+/// recreating it with its own attributes.
+pub fn restore_root(ifindex: u32, original: &RootQdisc) -> Result<(), KernelError> {
+    if original.is_default() {
+        let ours = message(ifindex, ROOT, u32::from(ROOT_MAJOR) << 16, "htb", None);
+        return rtnl::run("delete root htb", |mut handle| async move {
+            rtnl::change(
+                &mut handle,
+                RouteNetlinkMessage::DelQueueDiscipline(ours),
+                0,
+            )
+            .await
+        });
+    }
+    let mut again = message(ifindex, ROOT, original.handle, &original.kind, None);
+    again.attributes.extend(original.attributes.iter().cloned());
+    rtnl::run("restore root qdisc", |mut handle| async move {
+        rtnl::change(
+            &mut handle,
+            RouteNetlinkMessage::NewQueueDiscipline(again),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+    })
+}
+
+/// Adds class fa17:`minor` with a netem leaf configured by `netem_options` (TCA_OPTIONS
+/// payload). On failure nothing of it remains.
+pub fn add_delay_class(
+    ifindex: u32,
+    minor: u16,
+    netem_options: Vec<u8>,
+) -> Result<(), KernelError> {
+    let class = message(
+        ifindex,
+        u32::from(ROOT_MAJOR) << 16,
+        class_handle(minor),
+        "htb",
+        Some(htb_class()),
+    );
+    let leaf_handle = u32::from(LEAF_MAJOR_BASE + minor) << 16;
+    let leaf = message(
+        ifindex,
+        class_handle(minor),
+        leaf_handle,
+        "netem",
+        Some(netem_options),
+    );
+    rtnl::run("add delay class", |mut handle| async move {
+        rtnl::change(
+            &mut handle,
+            RouteNetlinkMessage::NewTrafficClass(class),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await?;
+        let added = rtnl::change(
+            &mut handle,
+            RouteNetlinkMessage::NewQueueDiscipline(leaf),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await;
+        if added.is_err() {
+            let class = message(
+                ifindex,
+                u32::from(ROOT_MAJOR) << 16,
+                class_handle(minor),
+                "htb",
+                None,
+            );
+            let _ = rtnl::change(&mut handle, RouteNetlinkMessage::DelTrafficClass(class), 0).await;
+        }
+        added
+    })
+}
+
+/// Deletes class fa17:`minor` and its netem leaf.
+pub fn delete_delay_class(ifindex: u32, minor: u16) -> Result<(), KernelError> {
+    let class = message(
+        ifindex,
+        u32::from(ROOT_MAJOR) << 16,
+        class_handle(minor),
+        "htb",
+        None,
+    );
+    rtnl::run("delete delay class", |mut handle| async move {
+        rtnl::change(&mut handle, RouteNetlinkMessage::DelTrafficClass(class), 0).await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_aligned_and_sized() {
+        let init = htb_init();
+        assert_eq!(init.len(), 4 + 20 + 4 + 4);
+        assert_eq!(u16::from_ne_bytes([init[0], init[1]]), 24);
+        let class = htb_class();
+        // tc_htb_opt is 44 bytes; two u64 rates follow.
+        assert_eq!(class.len(), (4 + 44) + (4 + 8) * 2);
+        assert_eq!(class[4 + 1], TC_LINKLAYER_ETHERNET);
+        assert_eq!(class_handle(3), 0xfa17_0003);
+    }
+}

@@ -1,0 +1,123 @@
+//! Debian packages: the host tools of the VM stage, and kernel packages for the guests.
+//! These live here and not in scripts/setup.sh because only this stage needs them.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use super::{find_in, SYSTEM_PATH};
+
+/// Commands the VM stage runs on the host, and the package that provides each.
+/// (The initramfs is written by xtask itself, so no cpio is needed.)
+const HOST_TOOLS: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    // Any busybox will do (its libraries are copied along), the static one needs none.
+    ("busybox", "busybox-static"),
+    ("xz", "xz-utils"),
+    ("dpkg-deb", "dpkg"),
+];
+
+/// Commands the tests themselves run; scripts/setup.sh installs them.
+const TEST_TOOLS: &[&str] = &["ip", "tc", "ping", "socat"];
+
+pub fn ensure_host_tools() -> Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|t| find_in(SYSTEM_PATH, t).is_none())
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "missing {} (the tests run them): run ./scripts/setup.sh",
+            missing.join(", ")
+        );
+    }
+
+    let missing: Vec<&str> = HOST_TOOLS
+        .iter()
+        .filter(|(cmd, _)| find_in(SYSTEM_PATH, cmd).is_none())
+        .map(|&(_, pkg)| pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("vm-test: installing {}", missing.join(" "));
+    update()?;
+    let mut install = as_root("apt-get")?;
+    install
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run_quiet(&mut install)
+}
+
+/// Fetches `package=version` into `dest` (a .deb). apt verifies it against the signed index.
+pub fn download(package: &str, version: &str, dest: &Path) -> Result<()> {
+    let dir = dest.with_extension("download");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let spec = format!("{package}={version}");
+    println!("vm-test: downloading {spec}");
+    let fetch = || {
+        run_quiet(
+            Command::new("apt-get")
+                .args(["download", "-qq", &spec])
+                .current_dir(&dir),
+        )
+    };
+    // A fresh machine may have no package index yet, or a stale one.
+    if fetch().is_err() {
+        update()?;
+        fetch().with_context(|| {
+            format!(
+                "{spec} is not in this machine's apt sources (older point releases leave the \
+                 archive): pick a version from `apt-cache policy {package}` and update \
+                 KERNELS in xtask/src/vm/kernel.rs"
+            )
+        })?;
+    }
+    let deb = fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("apt-get download left no .deb in {}", dir.display()))?;
+    // Renamed only once complete, so an interrupted download is never taken for the cache.
+    fs::rename(&deb, dest)?;
+    fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+fn update() -> Result<()> {
+    run_quiet(as_root("apt-get")?.args(["update", "-qq"]))
+}
+
+/// `prog` run as root: directly when we are root, else through sudo when it exists.
+fn as_root(prog: &str) -> Result<Command> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(Command::new(prog));
+    }
+    if find_in(SYSTEM_PATH, "sudo").is_none() {
+        bail!("need root to run {prog}: run as root (sudo is not installed)");
+    }
+    let mut cmd = Command::new("sudo");
+    cmd.arg(prog);
+    Ok(cmd)
+}
+
+/// Runs `cmd` with its output captured; the output is part of the error if it fails.
+fn run_quiet(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("spawn {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! What the guest boots into: /init (busybox), the test runner (the host's bash), the tests,
+//! the host's tools at their host paths, and the kernel's modules.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use super::cpio::Archive;
+use super::suite::Suite;
+use super::{find_in, SYSTEM_PATH};
+
+/// PID 1: mounts, modules, then runs RUN_TESTS.
+const INIT: &str = include_str!("init.sh");
+const RUN_TESTS: &str = include_str!("run-tests.sh");
+
+/// Commands the guest scripts and the tests run: the host's, so the guest behaves like the host
+/// (busybox's ip and tc, for one, know neither netem nor bpf).
+const TOOLS: &[&str] = &[
+    "bash", "ip", "tc", "ping", "socat", "timeout", "cat", "sleep", "awk", "grep", "sed", "env",
+    "date", "mkdir", "rm", "ls", "head", "tail", "uname", "id",
+];
+/// Copied when the host has them: handy for future tests, not needed by today's.
+const OPTIONAL_TOOLS: &[&str] = &["iperf3", "ss", "nstat", "bpftool"];
+
+/// Where busybox and its applets live: last on PATH, so they only fill gaps.
+const BUSYBOX_DIR: &str = "/bb";
+
+pub fn write_initramfs(
+    out: &Path,
+    suite: &Suite,
+    modules: &[(String, Vec<u8>)],
+    filter: Option<&str>,
+) -> Result<()> {
+    let mut a = Archive::default();
+    for dir in ["/proc", "/sys", "/dev", "/run", "/tmp", "/root"] {
+        a.dir(dir);
+    }
+    // The kernel opens it for PID 1's stdio before anything could mount devtmpfs.
+    a.char_dev("/dev/console", 5, 1);
+    a.bytes("/init", 0o755, INIT);
+    a.bytes("/faultline/run-tests.sh", 0o755, RUN_TESTS);
+    etc(&mut a);
+    busybox(&mut a)?;
+
+    for tool in TOOLS {
+        let path = find_in(SYSTEM_PATH, tool)
+            .with_context(|| format!("{tool} not found on this host: run ./scripts/setup.sh"))?;
+        a.host_exe(&path)?;
+    }
+    for path in OPTIONAL_TOOLS
+        .iter()
+        .filter_map(|t| find_in(SYSTEM_PATH, t))
+    {
+        a.host_exe(&path)?;
+    }
+    // iproute2's configuration and tc's netem distribution tables (under a multiarch dir on Debian).
+    for dir in iproute2_dirs()? {
+        a.host_tree(&dir)?;
+    }
+
+    for (i, (name, ko)) in modules.iter().enumerate() {
+        // The numeric prefix keeps the load order in the shell's sorted glob.
+        a.bytes(
+            format!("/faultline/modules/{i:02}-{name}.ko"),
+            0o644,
+            ko.as_slice(),
+        );
+    }
+
+    for bin in &suite.bins {
+        a.host_exe(bin)?;
+    }
+    let mut list = String::new();
+    for t in &suite.tests {
+        a.host_exe(&t.exe)?;
+        a.dir(&t.package_dir);
+        let (dir, exe) = (path_str(&t.package_dir)?, path_str(&t.exe)?);
+        list.push_str(&format!("{}\t{dir}\t{exe}\n", t.name));
+    }
+    a.bytes("/faultline/tests", 0o644, list);
+    a.bytes("/faultline/bin-dir", 0o644, path_str(&suite.bin_dir()?)?);
+    a.bytes("/faultline/filter", 0o644, filter.unwrap_or_default());
+    a.bytes(
+        "/faultline/path",
+        0o644,
+        SYSTEM_PATH.join(":") + ":" + BUSYBOX_DIR,
+    );
+
+    a.write(out)
+}
+
+/// Just enough for tools that look up users and hosts.
+fn etc(a: &mut Archive) {
+    a.bytes("/etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/bash\n");
+    a.bytes("/etc/group", 0o644, "root:x:0:\n");
+    a.bytes("/etc/hosts", 0o644, "127.0.0.1 localhost\n::1 localhost\n");
+    a.bytes(
+        "/etc/nsswitch.conf",
+        0o644,
+        "passwd: files\ngroup: files\nhosts: files\n",
+    );
+}
+
+/// busybox at /bb/busybox, with a symlink per applet (known on the host: `busybox --list`).
+fn busybox(a: &mut Archive) -> Result<()> {
+    let host = find_in(SYSTEM_PATH, "busybox").context("busybox not installed")?;
+    let out = Command::new(&host)
+        .arg("--list")
+        .output()
+        .context("spawn busybox --list")?;
+    if !out.status.success() {
+        bail!("busybox --list failed ({})", out.status);
+    }
+    let dir = PathBuf::from(BUSYBOX_DIR);
+    a.host_file_at(dir.join("busybox"), &host)?;
+    a.libraries_of(&host)?;
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        if applet != "busybox" {
+            a.symlink(dir.join(applet), "busybox");
+        }
+    }
+    Ok(())
+}
+
+fn iproute2_dirs() -> Result<Vec<PathBuf>> {
+    let mut dirs = vec![PathBuf::from("/etc/iproute2"), PathBuf::from("/usr/lib/tc")];
+    for entry in fs::read_dir("/usr/lib")? {
+        dirs.push(entry?.path().join("tc"));
+    }
+    Ok(dirs.into_iter().filter(|d| d.is_dir()).collect())
+}
+
+fn path_str(p: &Path) -> Result<String> {
+    let s = p
+        .to_str()
+        .with_context(|| format!("{} is not UTF-8", p.display()))?;
+    if s.contains(['\t', '\n']) {
+        bail!("{s:?}: tabs and newlines are not supported in paths");
+    }
+    Ok(s.to_owned())
+}

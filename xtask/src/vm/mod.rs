@@ -1,0 +1,116 @@
+//! `cargo xtask vm-test`: the test suites inside qemu guests booting the kernels of
+//! [`kernel::KERNELS`], each from an initramfs holding the tests, the host's tools and the
+//! kernel's qdisc modules.
+
+mod apt;
+mod cpio;
+mod guest;
+mod kernel;
+mod qemu;
+mod suite;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::builder::PossibleValuesParser;
+
+use kernel::KERNELS;
+use qemu::Outcome;
+
+#[derive(clap::Args)]
+pub struct VmTestArgs {
+    /// Boot only this kernel of the matrix (default: all of them, one after the other)
+    #[arg(long, value_parser = PossibleValuesParser::new(KERNELS.iter().map(|k| k.name)))]
+    kernel: Option<String>,
+    /// Run only tests whose name contains STR (passed on to every test binary)
+    #[arg(long, value_name = "STR")]
+    filter: Option<String>,
+    /// Limit per kernel for boot plus tests; qemu is killed when it is reached (e.g. 900, 90s, 20m)
+    #[arg(long, default_value = "20m", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+pub fn vm_test(args: &VmTestArgs) -> Result<()> {
+    let started = Instant::now();
+    let kernels: Vec<_> = KERNELS
+        .iter()
+        .filter(|k| args.kernel.as_deref().is_none_or(|name| name == k.name))
+        .collect();
+
+    apt::ensure_host_tools()?;
+    let suite = suite::build()?;
+    let vm_dir = suite.target_dir.join("vm");
+    let accel = qemu::Accel::detect();
+    println!("vm-test: accelerator {accel}");
+
+    let mut failed = Vec::new();
+    for k in kernels {
+        let dir = vm_dir.join(k.name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let image = kernel::prepare(k, &vm_dir.join("cache"))?;
+        let initrd = dir.join("initramfs.cpio");
+        guest::write_initramfs(&initrd, &suite, &image.modules, args.filter.as_deref())?;
+
+        let run = qemu::Run {
+            name: k.name,
+            vmlinuz: image.vmlinuz,
+            initrd,
+            console_log: dir.join("console.log"),
+            timeout: args.timeout,
+            accel,
+        };
+        let report = qemu::run(&run)?;
+        let boot = report
+            .boot
+            .map_or("never".to_owned(), |t| format!("{:.1}s", t.as_secs_f64()));
+        println!(
+            "vm-test: {}: {} (boot {boot}, total {:.1}s; log {})",
+            k.name,
+            report.outcome,
+            report.total.as_secs_f64(),
+            run.console_log.display()
+        );
+        if report.outcome != Outcome::Pass {
+            failed.push(k.name);
+        }
+    }
+
+    println!("vm-test: wall time {:.1}s", started.elapsed().as_secs_f64());
+    if !failed.is_empty() {
+        bail!("vm-test failed on: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// "90", "90s", "20m" or "1h".
+fn parse_duration(s: &str) -> Result<Duration> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => bail!("bad duration {s:?}: use a number of seconds, or a suffix s, m or h"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// `prog` found in `dirs`, in order (a lookup independent of the caller's PATH).
+fn find_in(dirs: &[&str], prog: &str) -> Option<PathBuf> {
+    dirs.iter()
+        .map(|d| PathBuf::from(d).join(prog))
+        .find(|p| p.is_file())
+}
+
+/// Where the host looks for commands; also the guest's PATH, before busybox.
+const SYSTEM_PATH: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];

@@ -1,0 +1,44 @@
+# The test runner inside the VM, run by the host's bash (/init starts it). PATH has the host's
+# tools first, so ip and tc are iproute2's, not busybox's.
+set -uo pipefail
+
+export FAULTLINE_BIN_DIR=$(</faultline/bin-dir)
+filter=$(</faultline/filter)
+
+ip link set lo up
+
+# A cheap check that latency tests can rely on netem in this kernel.
+if err=$(tc qdisc add dev lo root netem delay 1ms 2>&1); then
+    tc qdisc del dev lo root
+    echo "FAULTLINE-VM-NETEM: yes"
+else
+    echo "FAULTLINE-VM-NETEM: no ($err)"
+fi
+
+# Tests use unique namespace and device names, so two may run at once, as on the host.
+args=(--test-threads=2)
+[ -n "$filter" ] && args+=("$filter")
+
+failed=0
+summary=()
+while IFS=$'\t' read -r name dir exe; do
+    echo "FAULTLINE-VM-RUN: $name"
+    start=$EPOCHREALTIME
+    # Run from the package directory with CARGO_MANIFEST_DIR set, as `cargo test` does.
+    (cd "$dir" && CARGO_MANIFEST_DIR=$dir "$exe" "${args[@]}")
+    rc=$?
+    secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+    if [ "$rc" -eq 0 ]; then
+        summary+=("FAULTLINE-VM-BIN: ok   $name (${secs}s)")
+    else
+        failed=$((failed + 1))
+        summary+=("FAULTLINE-VM-BIN: FAIL $name (exit $rc, ${secs}s)")
+    fi
+done </faultline/tests
+
+printf '%s\n' "${summary[@]}"
+if [ "$failed" -eq 0 ]; then
+    echo "FAULTLINE-VM-RESULT: PASS"
+else
+    echo "FAULTLINE-VM-RESULT: FAIL $failed"
+fi
