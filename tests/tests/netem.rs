@@ -89,6 +89,7 @@ fn delay_raises_the_median_rtt_by_the_delay() {
     let b = IpAddr::V4(lab.b.v4);
     rtts(&lab, b, 20, "0.01"); // warm up the emulator's first-connection path
     for (delay, probes, interval) in [
+        ("1ms", 200, "0.01"),
         ("100ms", 200, "0.01"),
         ("500ms", 200, "0.01"),
         ("2s", 60, "0.05"),
@@ -104,6 +105,10 @@ fn delay_raises_the_median_rtt_by_the_delay() {
             .expect("delay")
             .as_secs_f64()
             * 1e3;
+        println!(
+            "FAULTLINE-MEASURE: delay {delay}: median RTT {baseline:.2} -> {delayed:.2} ms (rise {:.2} ms)",
+            delayed - baseline
+        );
         assert_rise(baseline, delayed, ms);
     }
 }
@@ -125,6 +130,10 @@ fn normal_jitter_spreads_the_rtt() {
     );
     let samples = rtts(&lab, IpAddr::V4(lab.b.v4), 300, "0.01");
     let spread = stdev(&samples);
+    println!(
+        "FAULTLINE-MEASURE: 100ms ± 20ms normal: median {:.1} ms, stdev {spread:.1} ms",
+        median(&samples)
+    );
     assert!(
         (14.0..=26.0).contains(&spread),
         "stdev {spread:.1} ms for 20 ms normal jitter"
@@ -230,6 +239,7 @@ fn rate_limits_tcp_throughput() {
     );
     assert_eq!(report.transferred, bytes);
     let mbit = bytes as f64 * 8.0 / report.elapsed.as_secs_f64() / 1e6;
+    println!("FAULTLINE-MEASURE: rate 10mbit: TCP goodput {mbit:.2} Mbit/s");
     assert!(
         (9.0..=11.0).contains(&mbit),
         "{mbit:.2} Mbit/s through a 10 Mbit/s rate"
@@ -265,6 +275,10 @@ fn only_the_matching_flow_is_delayed() {
     );
     let time = (0..3).map(|_| bulk()).min().expect("three runs");
     let ratio = base_time.as_secs_f64() / time.as_secs_f64();
+    println!(
+        "FAULTLINE-MEASURE: non-matching flow: RTT {base_rtt:.2} -> {rtt:.2} ms, throughput {:.1} % of baseline",
+        ratio * 100.0
+    );
     assert!(
         ratio >= 0.95,
         "the other flow's throughput fell to {:.1} % of baseline",

@@ -44,7 +44,7 @@ pub struct Psched {
 }
 
 impl Psched {
-    /// What every kernel since 2.6.33 reports: 64 ns ticks (`000003e8 00000040 000f4240 …`).
+    /// What current kernels report: 64 ns ticks (`000003e8 00000040 000f4240 …`).
     pub const LINUX: Self = Self {
         t2us: 1000,
         us2t: 64,
@@ -124,18 +124,12 @@ pub fn netem_options_with(netem: &Netem, psched: &Psched) -> Vec<u8> {
     let mut out: Vec<u8> = qopt.iter().flat_map(|v| v.to_ne_bytes()).collect();
 
     if !netem.delay.is_zero() {
-        attr(
-            &mut out,
-            TCA_NETEM_LATENCY64,
-            &nanos(netem.delay).to_ne_bytes(),
-        );
+        let latency = nanos(netem.delay).to_ne_bytes();
+        attr(&mut out, TCA_NETEM_LATENCY64, &latency);
     }
     if !netem.jitter.is_zero() {
-        attr(
-            &mut out,
-            TCA_NETEM_JITTER64,
-            &nanos(netem.jitter).to_ne_bytes(),
-        );
+        let jitter = nanos(netem.jitter).to_ne_bytes();
+        attr(&mut out, TCA_NETEM_JITTER64, &jitter);
     }
 
     let corr = [
@@ -166,17 +160,11 @@ pub fn netem_options_with(netem: &Netem, psched: &Psched) -> Vec<u8> {
     if let Some(rate) = netem.rate {
         // tc_netem_rate.rate is a u32 of bytes/s; faster rates go in RATE64 with the u32
         // saturated (the kernel takes the larger of the two).
-        let rate32 = match u32::try_from(rate.bytes_per_sec) {
-            Ok(rate32) => rate32,
-            Err(_) => {
-                attr(
-                    &mut out,
-                    TCA_NETEM_RATE64,
-                    &rate.bytes_per_sec.to_ne_bytes(),
-                );
-                u32::MAX
-            }
-        };
+        let rate32 = u32::try_from(rate.bytes_per_sec).unwrap_or(u32::MAX);
+        if rate.bytes_per_sec > u64::from(u32::MAX) {
+            let rate64 = rate.bytes_per_sec.to_ne_bytes();
+            attr(&mut out, TCA_NETEM_RATE64, &rate64);
+        }
         let payload = [
             rate32.to_ne_bytes(),
             rate.packet_overhead.to_ne_bytes(),

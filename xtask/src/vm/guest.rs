@@ -31,7 +31,7 @@ pub fn write_initramfs(
     out: &Path,
     suite: &Suite,
     modules: &[(String, Vec<u8>)],
-    filter: Option<&str>,
+    test_args: &[String],
 ) -> Result<()> {
     let mut a = Archive::default();
     for dir in ["/proc", "/sys", "/dev", "/run", "/tmp", "/root"] {
@@ -81,7 +81,11 @@ pub fn write_initramfs(
     }
     a.bytes("/faultline/tests", 0o644, list);
     a.bytes("/faultline/bin-dir", 0o644, path_str(&suite.bin_dir()?)?);
-    a.bytes("/faultline/filter", 0o644, filter.unwrap_or_default());
+    if test_args.iter().any(|a| a.contains('\n')) {
+        bail!("test arguments cannot contain newlines");
+    }
+    // One per line, for the runner's `mapfile`.
+    a.bytes("/faultline/test-args", 0o644, test_args.join("\n"));
     a.bytes(
         "/faultline/path",
         0o644,

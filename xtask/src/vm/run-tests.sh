@@ -3,7 +3,8 @@
 set -uo pipefail
 
 export FAULTLINE_BIN_DIR=$(</faultline/bin-dir)
-filter=$(</faultline/filter)
+# --test-threads=N and the --filter string, one per line.
+mapfile -t args </faultline/test-args
 
 ip link set lo up
 
@@ -14,10 +15,6 @@ if err=$(tc qdisc add dev lo root netem delay 1ms 2>&1); then
 else
     echo "FAULTLINE-VM-NETEM: no ($err)"
 fi
-
-# Tests use unique namespace and device names, so two may run at once, as on the host.
-args=(--test-threads=2)
-[ -n "$filter" ] && args+=("$filter")
 
 failed=0
 summary=()
