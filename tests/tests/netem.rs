@@ -415,3 +415,43 @@ fn without_netem_a_delay_is_refused_as_unsupported_and_changes_nothing() {
     assert_eq!(tc_snapshot(&lab.a.netns, &lab.a.dev), before);
     assert!(list_ids(&agent).is_empty());
 }
+
+#[test]
+fn netem_apply_round_trip_is_reported() {
+    let lab = Lab::new();
+    let agent = Agent::start();
+    if !netem_available(&agent) {
+        return;
+    }
+    // A first fault keeps the device's htb root in place, as during a drill.
+    apply(
+        &agent,
+        netem_fault(
+            &lab,
+            json!({"match": {"dst": ["10.9.9.9"]}}),
+            json!({"delay": "1ms"}),
+        ),
+    );
+    let mut conn = agent.connect();
+    let mut applies: Vec<f64> = (0..30)
+        .map(|i| {
+            let fault = netem_fault(
+                &lab,
+                json!({"match": {"dst": [lab.b.v4.to_string()]}}),
+                json!({"delay": "10ms"}),
+            );
+            let start = Instant::now();
+            let reply = conn.request(&json!({"id": i, "op": "apply", "fault": fault}));
+            let took = start.elapsed().as_secs_f64() * 1e3;
+            assert_eq!(reply["ok"], true, "{reply}");
+            conn.request(&json!({"id": i, "op": "revoke", "fault_id": reply["result"]["id"]}));
+            took
+        })
+        .collect();
+    applies.sort_by(f64::total_cmp);
+    println!(
+        "FAULTLINE-MEASURE: netem apply over the socket: median {:.2} ms, max {:.2} ms (30 applies)",
+        median(&applies),
+        applies[applies.len() - 1]
+    );
+}

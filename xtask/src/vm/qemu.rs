@@ -108,8 +108,9 @@ pub fn run(run: &Run) -> Result<Report> {
         .arg(&run.vmlinuz)
         .arg("-initrd")
         .arg(&run.initrd)
-        // panic=-1 + -no-reboot: a kernel panic ends qemu at once instead of waiting for the timeout.
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        // panic=-1 + -no-reboot: a kernel panic ends qemu at once instead of waiting for the
+        // timeout. mitigations=off: a throwaway guest, and syscalls ~15% cheaper under TCG.
+        .args(["-append", "console=ttyS0 panic=-1 quiet mitigations=off"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
