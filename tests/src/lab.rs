@@ -98,18 +98,18 @@ impl Lab {
             let _ = Command::new("ip").args(["netns", "del", &p.netns]).output();
             ip(&["netns", "add", &p.netns]);
         }
-        // Creating both ends directly inside their namespaces means nothing
-        // ever appears in the root namespace, even if we die right here.
+        // Both ends are created inside a's namespace and one is moved to b's, so
+        // nothing ever appears in the root namespace, even if we die right here.
         // Distinct ifindexes matter: with equal ones (both would get 2 in fresh
         // namespaces) the kernel treats carrier-up as non-urgent and may defer
         // activating the device by up to 1 s, silently dropping the first
-        // ARP/ND packets sent meanwhile.
+        // ARP/ND packets sent meanwhile. Created together they get 2 and 3, and
+        // a move keeps the index (older kernels refuse explicit `index` here).
         let (a, b) = (&lab.a, &lab.b);
-        let add = format!(
-            "link add {} netns {} index 2 type veth peer name {} netns {} index 3",
-            a.dev, a.netns, b.dev, b.netns
-        );
-        ip(&add.split(' ').collect::<Vec<_>>());
+        ip(&[
+            "-n", &a.netns, "link", "add", &a.dev, "type", "veth", "peer", "name", &b.dev,
+        ]);
+        ip(&["-n", &a.netns, "link", "set", &b.dev, "netns", &b.netns]);
         for p in [a, b] {
             let (v4, v6) = (format!("{}/24", p.v4), format!("{}/64", p.v6));
             ip(&["-n", &p.netns, "link", "set", "lo", "up"]);

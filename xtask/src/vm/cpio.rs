@@ -151,6 +151,9 @@ impl Archive {
         }
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)".
         for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if line.contains("not found") {
+                bail!("{}: {}", exe.display(), line.trim());
+            }
             let lib = match line.split_once("=>") {
                 Some((_, rest)) => rest.split_whitespace().next(),
                 None => line.split_whitespace().next(),

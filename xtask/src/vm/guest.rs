@@ -75,7 +75,7 @@ pub fn write_initramfs(
     let mut list = String::new();
     for t in &suite.tests {
         a.host_exe(&t.exe)?;
-        a.dir(&t.package_dir);
+        a.host_path(&t.package_dir)?;
         let (dir, exe) = (path_str(&t.package_dir)?, path_str(&t.exe)?);
         list.push_str(&format!("{}\t{dir}\t{exe}\n", t.name));
     }

@@ -26,8 +26,8 @@ pub struct VmTestArgs {
     /// Run only tests whose name contains STR (passed on to every test binary)
     #[arg(long, value_name = "STR")]
     filter: Option<String>,
-    /// Tests each test binary runs at once. 1 by default: under TCG two at once starve each
-    /// other enough to break the deadline tests' timing (4 of 5 runs failed with 2, none with 1)
+    /// Tests each test binary runs at once. 1 by default: under TCG, 2 broke the deadline
+    /// tests' timing in 4 of 5 runs (1 in 13 runs with 1, while the host was busy)
     #[arg(long, default_value_t = 1, value_name = "N")]
     test_threads: u32,
     /// Limit per kernel for boot plus tests; qemu is killed when it is reached (e.g. 900, 90s, 20m)

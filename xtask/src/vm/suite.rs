@@ -54,22 +54,18 @@ pub fn build() -> Result<Suite> {
         .map(|a| a.exe)
         .collect();
     // Doc tests need rustdoc and stay on the host.
-    let mut tests: Vec<TestExe> = artifacts("test", &[&common[..], &["--no-run"]].concat())?
+    let mut tests = artifacts("test", &[&common[..], &["--no-run"]].concat())?;
+    tests.retain(|a| a.test);
+    // Unit tests (lib, bin) first, then integration tests; by name within each.
+    tests.sort_by(|a, b| (a.kind == "test", &a.target).cmp(&(b.kind == "test", &b.target)));
+    let tests = tests
         .into_iter()
-        .filter(|a| a.test)
         .map(|a| TestExe {
             name: format!("{} ({})", a.target, a.kind),
             exe: a.exe,
             package_dir: a.package_dir,
         })
         .collect();
-    // Unit tests (lib, bin) first, then integration tests; by name within each.
-    tests.sort_by_key(|t| {
-        (
-            !(t.name.ends_with("(lib)") || t.name.ends_with("(bin)")),
-            t.name.clone(),
-        )
-    });
     Ok(Suite {
         target_dir,
         bins,
