@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine and runs every check and test: formatting, lints, unit tests, and
-# the privileged suite on this host's kernel (network namespaces made and removed by the tests).
+# Sets up a fresh machine and runs every check and test: formatting, lints, unit tests, the
+# privileged suite on this host's kernel (network namespaces made and removed by the tests),
+# then the VM stage: the same suite on each kernel of the matrix (cargo xtask vm-test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -18,10 +19,17 @@ log "lints"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "build"
 cargo build --workspace --bins --quiet
-log "tests (host kernel $(uname -r))"
+log "host stage: tests on kernel $(uname -r)"
+host_start=$SECONDS
 cargo test --workspace --quiet
+log "host stage took $((SECONDS - host_start)) s"
+
+log "VM stage: the suite on the kernel matrix, under qemu"
+vm_start=$SECONDS
+cargo xtask vm-test
+log "VM stage took $((SECONDS - vm_start)) s"
 
 # The suite must leave the machine as it found it: no namespaces, veths, agents or qdiscs.
-leaks=$(ip netns list | awk '$1 ~ /^fl-/ {print $1}'; ip -o link show | awk -F': ' '$2 ~ /^fl/ {print $2}'; pgrep -x faultd || true)
+leaks=$(ip netns list | awk '$1 ~ /^fl-/ {print $1}'; ip -o link show | awk -F': ' '$2 ~ /^fl/ {print $2}'; pgrep -x faultd; pgrep -f '^qemu-system' || true)
 [ -z "$leaks" ] || die "the tests left behind: $leaks"
 log "all tests passed; nothing left behind"

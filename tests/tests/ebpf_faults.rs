@@ -36,6 +36,10 @@ fn uniform_loss_is_silent_to_the_sender_and_matches_its_counters() {
     );
     assert_eq!(report.sent, n);
     let lost = n - report.received;
+    println!(
+        "FAULTLINE-MEASURE: loss 30 %: {lost} of {n} lost ({:.2} %)",
+        lost as f64 * 100.0 / n as f64
+    );
     let (low, high) = binomial_999(n, 0.3);
     assert!(
         (low..=high).contains(&(lost as f64)),
@@ -122,6 +126,10 @@ fn gilbert_elliott_bursts_have_the_model_mean_length() {
         .collect();
     let mean = bursts.iter().sum::<usize>() as f64 / bursts.len() as f64;
     let loss = 1.0 - report.received as f64 / n as f64;
+    println!(
+        "FAULTLINE-MEASURE: Gilbert-Elliott p=5 r=25: mean burst {mean:.2} (model 4), loss {:.2} % (model 16.67)",
+        loss * 100.0
+    );
     assert!(
         (3.3..=4.7).contains(&mean),
         "mean burst {mean:.2} over {} bursts",

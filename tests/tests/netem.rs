@@ -275,12 +275,21 @@ fn only_the_matching_flow_is_delayed() {
     );
     let time = (0..3).map(|_| bulk()).min().expect("three runs");
     let ratio = base_time.as_secs_f64() / time.as_secs_f64();
+    // While a delay fault is on the device, other flows pass through htb's direct queue
+    // instead of the veth's noqueue. On a real CPU that is within noise (host kernel, iperf3:
+    // 22.6-23.4 vs 21.9-24.2 Gbit/s); an emulated CPU (the VM stage runs under TCG) magnifies
+    // the qdisc's cost to ~12 %, so the bound here allows for that.
+    let floor = if std::env::var_os("FAULTLINE_EMULATED_CPU").is_some() {
+        0.80
+    } else {
+        0.95
+    };
     println!(
         "FAULTLINE-MEASURE: non-matching flow: RTT {base_rtt:.2} -> {rtt:.2} ms, throughput {:.1} % of baseline",
         ratio * 100.0
     );
     assert!(
-        ratio >= 0.95,
+        ratio >= floor,
         "the other flow's throughput fell to {:.1} % of baseline",
         ratio * 100.0
     );

@@ -6,7 +6,7 @@
 //! to fa17:N; htb honours that before any filter. The device's original root qdisc is recorded
 //! first and restored when the last delay fault leaves.
 
-use netlink_packet_core::DefaultNla;
+use netlink_packet_core::{DefaultNla, Nla};
 use netlink_packet_route::{
     tc::{TcAttribute, TcHandle, TcMessage},
     RouteNetlinkMessage,
@@ -23,6 +23,7 @@ const LEAF_MAJOR_BASE: u16 = 0xe000;
 pub const MAX_CLASSES: u16 = 0x0fff;
 
 const TCA_OPTIONS: u16 = 2;
+const TCA_STAB: u16 = 8;
 const TCA_HTB_PARMS: u16 = 1;
 const TCA_HTB_INIT: u16 = 2;
 const TCA_HTB_DIRECT_QLEN: u16 = 5;
@@ -140,7 +141,12 @@ pub fn root_qdisc(ifindex: u32) -> Result<Option<RootQdisc>, KernelError> {
                 let attributes = q
                     .attributes
                     .iter()
-                    .filter(|a| matches!(a, TcAttribute::Options(_) | TcAttribute::Stab(_)))
+                    .filter(|a| match a {
+                        TcAttribute::Options(_) | TcAttribute::Stab(_) => true,
+                        // Options of kinds the parser does not know (e.g. pfifo's raw struct).
+                        TcAttribute::Other(nla) => matches!(nla.kind(), TCA_OPTIONS | TCA_STAB),
+                        _ => false,
+                    })
                     .cloned()
                     .collect();
                 Some(RootQdisc {

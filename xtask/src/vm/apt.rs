@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -35,22 +36,41 @@ pub fn ensure_host_tools() -> Result<()> {
         );
     }
 
-    let missing: Vec<&str> = HOST_TOOLS
+    let mut missing: Vec<&str> = HOST_TOOLS
         .iter()
         .filter(|(cmd, _)| find_in(SYSTEM_PATH, cmd).is_none())
         .map(|&(_, pkg)| pkg)
         .collect();
+    // qemu-system-x86 needs qemu-utils of its own version; a newer one from elsewhere (seen:
+    // a bookworm backport, 10.0) would otherwise be removed, taking qemu-img with it.
+    if missing.contains(&"qemu-system-x86") {
+        missing.push("qemu-utils");
+    }
     if missing.is_empty() {
         return Ok(());
     }
     println!("vm-test: installing {}", missing.join(" "));
+    let started = Instant::now();
     update()?;
-    let mut install = as_root("apt-get")?;
+    // Through `env`: sudo would drop the variable from our environment.
+    let mut install = as_root("env")?;
     install
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    run_quiet(&mut install)
+        .args([
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "--allow-downgrades",
+        ])
+        .args(&missing);
+    run_quiet(&mut install).with_context(|| format!("installing {} failed", missing.join(" ")))?;
+    println!(
+        "vm-test: installed in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Fetches `package=version` into `dest` (a .deb). apt verifies it against the signed index.

@@ -9,7 +9,8 @@ mod kernel;
 mod qemu;
 mod suite;
 
-use std::path::PathBuf;
+use std::fs::{self, File, TryLockError};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -43,20 +44,34 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
         .collect();
 
     apt::ensure_host_tools()?;
-    let suite = suite::build()?;
-    let vm_dir = suite.target_dir.join("vm");
+    let vm_dir = suite::target_dir()?.join("vm");
+    let _lock = lock(&vm_dir)?;
+    let build_started = Instant::now();
+    let suite = suite::build(&vm_dir)?;
+    println!(
+        "vm-test: built in {:.1}s",
+        build_started.elapsed().as_secs_f64()
+    );
     let accel = qemu::Accel::detect();
     println!("vm-test: accelerator {accel}");
 
     let mut failed = Vec::new();
     for k in kernels {
         let dir = vm_dir.join(k.name);
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let image = kernel::prepare(k, &vm_dir.join("cache"))?;
         let initrd = dir.join("initramfs.cpio");
         let mut test_args = vec![format!("--test-threads={}", args.test_threads)];
         test_args.extend(args.filter.clone());
+        let packed = Instant::now();
         guest::write_initramfs(&initrd, &suite, &image.modules, &test_args)?;
+        let size = fs::metadata(&initrd)?.len();
+        println!(
+            "vm-test: {}: initramfs {} MB in {:.1}s",
+            k.name,
+            size >> 20,
+            packed.elapsed().as_secs_f64()
+        );
 
         let run = qemu::Run {
             name: k.name,
@@ -87,6 +102,22 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
         bail!("vm-test failed on: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// Holds target/vm for this run: a second run at the same time would rewrite the initramfs
+/// under the first one's guest (seen: the guest died without a verdict). Released on exit.
+fn lock(vm_dir: &Path) -> Result<File> {
+    fs::create_dir_all(vm_dir).with_context(|| format!("create {}", vm_dir.display()))?;
+    let path = vm_dir.join("lock");
+    let file = File::create(&path).with_context(|| format!("create {}", path.display()))?;
+    if let Err(TryLockError::WouldBlock) = file.try_lock() {
+        println!(
+            "vm-test: waiting for another vm-test run ({})",
+            path.display()
+        );
+        file.lock()?;
+    }
+    Ok(file)
 }
 
 /// "90", "90s", "20m" or "1h".

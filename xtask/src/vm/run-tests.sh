@@ -5,6 +5,9 @@ set -uo pipefail
 export FAULTLINE_BIN_DIR=$(</faultline/bin-dir)
 # Every kernel of the matrix has netem: the netem suite must run, not skip.
 export FAULTLINE_EXPECT_NETEM=1
+if grep -qw faultline.emulated=1 /proc/cmdline; then
+    export FAULTLINE_EMULATED_CPU=1
+fi
 # --test-threads=N and the --filter string, one per line.
 mapfile -t args </faultline/test-args
 
@@ -24,7 +27,8 @@ while IFS=$'\t' read -r name dir exe; do
     echo "FAULTLINE-VM-RUN: $name"
     start=$EPOCHREALTIME
     # Run from the package directory with CARGO_MANIFEST_DIR set, as `cargo test` does.
-    (cd "$dir" && CARGO_MANIFEST_DIR=$dir "$exe" "${args[@]}")
+    # --show-output: the suites print measurements (FAULTLINE-MEASURE lines) worth keeping.
+    (cd "$dir" && CARGO_MANIFEST_DIR=$dir "$exe" "${args[@]}" --show-output)
     rc=$?
     secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
     if [ "$rc" -eq 0 ]; then
