@@ -8,7 +8,7 @@
 
 use netlink_packet_core::{DefaultNla, Nla};
 use netlink_packet_route::{
-    tc::{TcAttribute, TcHandle, TcMessage},
+    tc::{TcAttribute, TcHandle, TcMessage, TcOption},
     RouteNetlinkMessage,
 };
 
@@ -143,11 +143,10 @@ pub fn root_qdisc(ifindex: u32) -> Result<Option<RootQdisc>, KernelError> {
                     .iter()
                     .filter(|a| match a {
                         TcAttribute::Options(_) | TcAttribute::Stab(_) => true,
-                        // Options of kinds the parser does not know (e.g. pfifo's raw struct).
                         TcAttribute::Other(nla) => matches!(nla.kind(), TCA_OPTIONS | TCA_STAB),
                         _ => false,
                     })
-                    .cloned()
+                    .map(unwrap_raw_options)
                     .collect();
                 Some(RootQdisc {
                     handle: u32::from(q.header.handle),
@@ -158,6 +157,21 @@ pub fn root_qdisc(ifindex: u32) -> Result<Option<RootQdisc>, KernelError> {
             _ => None,
         }))
     })
+}
+
+/// The parser keeps the options of kinds it does not know (e.g. pfifo's raw `tc_fifo_qopt`)
+/// as one nested attribute; sent back like that they would gain a second header.
+fn unwrap_raw_options(attribute: &TcAttribute) -> TcAttribute {
+    if let TcAttribute::Options(options) = attribute {
+        if let [TcOption::Other(raw)] = options.as_slice() {
+            if raw.kind() == TCA_OPTIONS {
+                let mut value = vec![0; raw.value_len()];
+                raw.emit_value(&mut value);
+                return TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, value));
+            }
+        }
+    }
+    attribute.clone()
 }
 
 /// Replaces the root qdisc with our htb.
