@@ -56,8 +56,8 @@ enum Cmd {
         #[command(flatten)]
         target: TargetArgs,
         /// Added latency, e.g. 100ms.
-        #[arg(long)]
-        delay: String,
+        #[arg(long, required = true)]
+        delay: Option<String>,
         #[command(flatten)]
         netem: NetemArgs,
         #[command(flatten)]
@@ -264,15 +264,8 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
             delay,
             netem,
             common,
-        } => apply(
-            cli,
-            &mut client,
-            target,
-            common,
-            "netem",
-            netem.to_json(Some(delay)),
-        ),
-        Cmd::Netem {
+        }
+        | Cmd::Netem {
             target,
             delay,
             netem,

@@ -50,12 +50,9 @@ fn qdisc_works(kind: &str, ifindex: u32) -> Result<(), KernelError> {
             .attributes
             .push(TcAttribute::Other(DefaultNla::new(2, qopt)));
     }
-    rtnl::run("probe qdisc", |mut handle| async move {
-        rtnl::change(
-            &mut handle,
-            RouteNetlinkMessage::NewQueueDiscipline(message),
-            rtnl::NLM_F_CREATE | rtnl::NLM_F_REPLACE,
-        )
-        .await
-    })
+    rtnl::change_one(
+        "probe qdisc",
+        RouteNetlinkMessage::NewQueueDiscipline(message),
+        rtnl::NLM_F_CREATE | rtnl::NLM_F_REPLACE,
+    )
 }

@@ -183,14 +183,11 @@ pub fn install_root(ifindex: u32) -> Result<(), KernelError> {
         "htb",
         Some(htb_init()),
     );
-    rtnl::run("add root htb", |mut handle| async move {
-        rtnl::change(
-            &mut handle,
-            RouteNetlinkMessage::NewQueueDiscipline(root),
-            NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .await
-    })
+    rtnl::change_one(
+        "add root htb",
+        RouteNetlinkMessage::NewQueueDiscipline(root),
+        NLM_F_CREATE | NLM_F_REPLACE,
+    )
 }
 
 /// Puts the recorded root back: a default qdisc by deleting ours, a configured one by
@@ -198,25 +195,19 @@ pub fn install_root(ifindex: u32) -> Result<(), KernelError> {
 pub fn restore_root(ifindex: u32, original: &RootQdisc) -> Result<(), KernelError> {
     if original.is_default() {
         let ours = message(ifindex, ROOT, u32::from(ROOT_MAJOR) << 16, "htb", None);
-        return rtnl::run("delete root htb", |mut handle| async move {
-            rtnl::change(
-                &mut handle,
-                RouteNetlinkMessage::DelQueueDiscipline(ours),
-                0,
-            )
-            .await
-        });
+        return rtnl::change_one(
+            "delete root htb",
+            RouteNetlinkMessage::DelQueueDiscipline(ours),
+            0,
+        );
     }
     let mut again = message(ifindex, ROOT, original.handle, &original.kind, None);
     again.attributes.extend(original.attributes.iter().cloned());
-    rtnl::run("restore root qdisc", |mut handle| async move {
-        rtnl::change(
-            &mut handle,
-            RouteNetlinkMessage::NewQueueDiscipline(again),
-            NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .await
-    })
+    rtnl::change_one(
+        "restore root qdisc",
+        RouteNetlinkMessage::NewQueueDiscipline(again),
+        NLM_F_CREATE | NLM_F_REPLACE,
+    )
 }
 
 /// Adds class fa17:`minor` with a netem leaf configured by `netem_options` (TCA_OPTIONS
@@ -277,9 +268,11 @@ pub fn delete_delay_class(ifindex: u32, minor: u16) -> Result<(), KernelError> {
         "htb",
         None,
     );
-    rtnl::run("delete delay class", |mut handle| async move {
-        rtnl::change(&mut handle, RouteNetlinkMessage::DelTrafficClass(class), 0).await
-    })
+    rtnl::change_one(
+        "delete delay class",
+        RouteNetlinkMessage::DelTrafficClass(class),
+        0,
+    )
 }
 
 #[cfg(test)]

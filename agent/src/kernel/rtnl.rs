@@ -37,6 +37,17 @@ where
     })
 }
 
+/// One change as a whole exchange: `run` + `change`.
+pub fn change_one(
+    op: &'static str,
+    message: RouteNetlinkMessage,
+    flags: u16,
+) -> Result<(), KernelError> {
+    run(op, |mut handle| async move {
+        change(&mut handle, message, flags).await
+    })
+}
+
 /// Sends a change (`NLM_F_ACK` added) and waits for the kernel's answer.
 pub async fn change(
     handle: &mut Handle,
