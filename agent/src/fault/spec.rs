@@ -241,13 +241,6 @@ pub struct GilbertElliott {
     pub loss_good: Percent,
 }
 
-impl GilbertElliott {
-    /// The mean number of consecutive packets in the bad state, 1/r.
-    pub fn mean_burst_len(&self) -> f64 {
-        100.0 / self.r.value()
-    }
-}
-
 /// Duration bounds the agent enforces; the policy of issue 4 will extend this.
 #[derive(Clone, Copy, Debug)]
 pub struct DurationLimits {
@@ -542,7 +535,7 @@ mod tests {
             Action::BurstLoss(ge) => {
                 assert_eq!(ge.loss_bad.value(), 100.0);
                 assert_eq!(ge.loss_good.value(), 0.0);
-                assert_eq!(ge.mean_burst_len(), 4.0);
+                assert_eq!(100.0 / ge.r.value(), 4.0, "mean burst 1/r");
             }
             other => panic!("{other:?}"),
         }

@@ -221,10 +221,6 @@ impl Proto {
         }
     }
 
-    pub fn has_ports(self) -> bool {
-        matches!(self, Self::Tcp | Self::Udp)
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Self::Any => "any",

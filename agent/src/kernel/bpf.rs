@@ -54,13 +54,6 @@ impl Hook {
             Self::Ingress => TcAttachType::Ingress,
         }
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Egress => "egress",
-            Self::Ingress => "ingress",
-        }
-    }
 }
 
 pub struct Datapath {

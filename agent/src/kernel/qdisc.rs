@@ -50,10 +50,6 @@ pub struct RootQdisc {
 }
 
 impl RootQdisc {
-    pub fn kind(&self) -> &str {
-        &self.kind
-    }
-
     /// Default qdiscs (handle 0) come back by themselves when the root is deleted.
     fn is_default(&self) -> bool {
         self.handle == 0
