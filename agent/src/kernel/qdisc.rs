@@ -18,6 +18,7 @@ use super::{
 };
 
 pub const ROOT_MAJOR: u16 = 0xfa17;
+const ROOT_HANDLE: u32 = (ROOT_MAJOR as u32) << 16;
 const LEAF_MAJOR_BASE: u16 = 0xe000;
 /// Class minors available for delay faults on one device.
 pub const MAX_CLASSES: u16 = 0x0fff;
@@ -37,7 +38,7 @@ const DIRECT_QLEN: u32 = 1000;
 
 /// The class handle (and skb->priority) of a delay fault's class `minor`.
 pub fn class_handle(minor: u16) -> u32 {
-    (u32::from(ROOT_MAJOR) << 16) | u32::from(minor)
+    ROOT_HANDLE | u32::from(minor)
 }
 
 /// A device's root qdisc as found before we replaced it.
@@ -118,6 +119,11 @@ fn message(
 
 const ROOT: u32 = u32::MAX;
 
+/// Class fa17:`minor` of our root htb.
+fn class_message(ifindex: u32, minor: u16, options: Option<Vec<u8>>) -> TcMessage {
+    message(ifindex, ROOT_HANDLE, class_handle(minor), "htb", options)
+}
+
 /// The device's root qdisc now.
 pub fn root_qdisc(ifindex: u32) -> Result<Option<RootQdisc>, KernelError> {
     rtnl::run("dump qdiscs", |mut handle| async move {
@@ -172,13 +178,7 @@ fn unwrap_raw_options(attribute: &TcAttribute) -> TcAttribute {
 
 /// Replaces the root qdisc with our htb.
 pub fn install_root(ifindex: u32) -> Result<(), KernelError> {
-    let root = message(
-        ifindex,
-        ROOT,
-        u32::from(ROOT_MAJOR) << 16,
-        "htb",
-        Some(htb_init()),
-    );
+    let root = message(ifindex, ROOT, ROOT_HANDLE, "htb", Some(htb_init()));
     rtnl::change_one(
         "add root htb",
         RouteNetlinkMessage::NewQueueDiscipline(root),
@@ -190,7 +190,7 @@ pub fn install_root(ifindex: u32) -> Result<(), KernelError> {
 /// recreating it with its own attributes.
 pub fn restore_root(ifindex: u32, original: &RootQdisc) -> Result<(), KernelError> {
     if original.is_default() {
-        let ours = message(ifindex, ROOT, u32::from(ROOT_MAJOR) << 16, "htb", None);
+        let ours = message(ifindex, ROOT, ROOT_HANDLE, "htb", None);
         return rtnl::change_one(
             "delete root htb",
             RouteNetlinkMessage::DelQueueDiscipline(ours),
@@ -213,13 +213,7 @@ pub fn add_delay_class(
     minor: u16,
     netem_options: Vec<u8>,
 ) -> Result<(), KernelError> {
-    let class = message(
-        ifindex,
-        u32::from(ROOT_MAJOR) << 16,
-        class_handle(minor),
-        "htb",
-        Some(htb_class()),
-    );
+    let class = class_message(ifindex, minor, Some(htb_class()));
     let leaf_handle = u32::from(LEAF_MAJOR_BASE + minor) << 16;
     let leaf = message(
         ifindex,
@@ -242,13 +236,7 @@ pub fn add_delay_class(
         )
         .await;
         if added.is_err() {
-            let class = message(
-                ifindex,
-                u32::from(ROOT_MAJOR) << 16,
-                class_handle(minor),
-                "htb",
-                None,
-            );
+            let class = class_message(ifindex, minor, None);
             let _ = rtnl::change(&mut handle, RouteNetlinkMessage::DelTrafficClass(class), 0).await;
         }
         added
@@ -257,13 +245,7 @@ pub fn add_delay_class(
 
 /// Deletes class fa17:`minor` and its netem leaf.
 pub fn delete_delay_class(ifindex: u32, minor: u16) -> Result<(), KernelError> {
-    let class = message(
-        ifindex,
-        u32::from(ROOT_MAJOR) << 16,
-        class_handle(minor),
-        "htb",
-        None,
-    );
+    let class = class_message(ifindex, minor, None);
     rtnl::change_one(
         "delete delay class",
         RouteNetlinkMessage::DelTrafficClass(class),
