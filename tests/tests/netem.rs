@@ -34,6 +34,13 @@ fn netem_available(agent: &Agent) -> bool {
     available
 }
 
+/// A lab and an agent, or `None` (after saying why) on a kernel without netem.
+fn netem_lab() -> Option<(Lab, Agent)> {
+    let lab = Lab::new();
+    let agent = Agent::start();
+    netem_available(&agent).then_some((lab, agent))
+}
+
 fn netem_fault(lab: &Lab, target: Value, netem: Value) -> Value {
     let mut target_json = json!({"netns": lab.a.netns, "dev": lab.a.dev});
     if let (Some(t), Some(extra)) = (target_json.as_object_mut(), target.as_object()) {
@@ -81,11 +88,9 @@ fn assert_rise(baseline: f64, delayed: f64, delay_ms: f64) {
 
 #[test]
 fn delay_raises_the_median_rtt_by_the_delay() {
-    let lab = Lab::new();
-    let agent = Agent::start();
-    if !netem_available(&agent) {
+    let Some((lab, agent)) = netem_lab() else {
         return;
-    }
+    };
     let b = IpAddr::V4(lab.b.v4);
     rtts(&lab, b, 20, "0.01"); // warm up the emulator's first-connection path
     for (delay, probes, interval) in [
@@ -115,11 +120,9 @@ fn delay_raises_the_median_rtt_by_the_delay() {
 
 #[test]
 fn normal_jitter_spreads_the_rtt() {
-    let lab = Lab::new();
-    let agent = Agent::start();
-    if !netem_available(&agent) {
+    let Some((lab, agent)) = netem_lab() else {
         return;
-    }
+    };
     apply(
         &agent,
         netem_fault(
@@ -144,11 +147,9 @@ fn normal_jitter_spreads_the_rtt() {
 
 #[test]
 fn duplicate_reorder_and_corrupt_are_seen_by_the_receiver() {
-    let lab = Lab::new();
-    let agent = Agent::start();
-    if !netem_available(&agent) {
+    let Some((lab, agent)) = netem_lab() else {
         return;
-    }
+    };
     let b = IpAddr::V4(lab.b.v4);
     let pace = Some(Duration::from_micros(200));
     let udp = |port: u16| json!({"match": {"proto": "udp", "dport": [port]}});
@@ -215,11 +216,9 @@ fn duplicate_reorder_and_corrupt_are_seen_by_the_receiver() {
 
 #[test]
 fn rate_limits_tcp_throughput() {
-    let lab = Lab::new();
-    let agent = Agent::start();
-    if !netem_available(&agent) {
+    let Some((lab, agent)) = netem_lab() else {
         return;
-    }
+    };
     apply(
         &agent,
         netem_fault(
@@ -248,11 +247,9 @@ fn rate_limits_tcp_throughput() {
 
 #[test]
 fn only_the_matching_flow_is_delayed() {
-    let lab = Lab::new();
-    let agent = Agent::start();
-    if !netem_available(&agent) {
+    let Some((lab, agent)) = netem_lab() else {
         return;
-    }
+    };
     let (v4, v6) = (IpAddr::V4(lab.b.v4), IpAddr::V6(lab.b.v6));
     rtts(&lab, v4, 20, "0.01");
     let bulk = || tcp_bulk(&lab, Side::A, v4, 5402, 16 << 20, Duration::from_secs(60)).elapsed;
@@ -297,11 +294,9 @@ fn only_the_matching_flow_is_delayed() {
 
 #[test]
 fn several_delay_faults_and_ingress_through_an_ifb() {
-    let lab = Lab::new();
-    let agent = Agent::start();
-    if !netem_available(&agent) {
+    let Some((lab, agent)) = netem_lab() else {
         return;
-    }
+    };
     let (v4, v6) = (IpAddr::V4(lab.b.v4), IpAddr::V6(lab.b.v6));
     rtts(&lab, v4, 20, "0.01");
     let base = median(&rtts(&lab, v4, 50, "0.01"));
@@ -347,11 +342,9 @@ fn several_delay_faults_and_ingress_through_an_ifb() {
 
 #[test]
 fn the_original_root_qdisc_comes_back_after_revoke_expiry_clear_and_sigterm() {
-    let lab = Lab::new();
-    let mut agent = Agent::start();
-    if !netem_available(&agent) {
+    let Some((lab, mut agent)) = netem_lab() else {
         return;
-    }
+    };
     // A configured root (not the device default), so restoring means recreating it.
     let set = lab.exec(
         Side::A,
@@ -427,11 +420,9 @@ fn without_netem_a_delay_is_refused_as_unsupported_and_changes_nothing() {
 
 #[test]
 fn netem_apply_round_trip_is_reported() {
-    let lab = Lab::new();
-    let agent = Agent::start();
-    if !netem_available(&agent) {
+    let Some((lab, agent)) = netem_lab() else {
         return;
-    }
+    };
     // A first fault keeps the device's htb root in place, as during a drill.
     apply(
         &agent,
