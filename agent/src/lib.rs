@@ -7,4 +7,5 @@ pub mod control;
 pub mod engine;
 pub mod fault;
 pub mod kernel;
+pub mod policy;
 pub mod proto;

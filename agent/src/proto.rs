@@ -1,4 +1,5 @@
-//! The wire contract of faultd's socket, protocol version 1 (docs/protocol.md).
+//! The wire contract of faultd's socket, protocol version 1 (docs/protocol.md); `renew`,
+//! leases and the `forbidden`/`busy` codes are additions within version 1.
 //!
 //! JSON Lines over a unix stream socket: one request object per line, one response line per
 //! request, in order. `watch` turns the connection into a stream of event lines.
@@ -34,6 +35,10 @@ pub enum ErrorCode {
     /// An apply reused a `key` with a different fault.
     Conflict,
     LineTooLong,
+    /// The policy, or the caller's access, does not allow it; the message names the rule.
+    Forbidden,
+    /// An agent limit on connections or idle time closed the connection.
+    Busy,
     /// The kernel refused a change; nothing was left half-applied.
     KernelError,
     Internal,
@@ -62,12 +67,26 @@ impl ErrorBody {
     }
 }
 
+/// What holds a fault besides its deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lease {
+    /// The fault is revoked when the connection that applied it closes.
+    Connection,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     Hello,
     Apply {
         fault: Box<FaultWire>,
         key: Option<String>,
+        lease: Option<Lease>,
+    },
+    /// Sets a fault's remaining time to `duration` from now.
+    Renew {
+        fault_id: String,
+        duration: String,
     },
     List,
     Get {
@@ -90,6 +109,15 @@ struct ApplyArgs {
     fault: FaultWire,
     #[serde(default)]
     key: Option<String>,
+    #[serde(default)]
+    lease: Option<Lease>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewArgs {
+    fault_id: String,
+    duration: String,
 }
 
 #[derive(Deserialize)]
@@ -159,11 +187,16 @@ fn parse_op(op: &str, args: Map<String, Value>) -> Result<Request, ErrorBody> {
     Ok(match op {
         "hello" => args_of::<NoArgs>(args).map(|_| Request::Hello)?,
         "apply" => {
-            let ApplyArgs { fault, key } = args_of(args)?;
+            let ApplyArgs { fault, key, lease } = args_of(args)?;
             Request::Apply {
                 fault: Box::new(fault),
                 key,
+                lease,
             }
+        }
+        "renew" => {
+            let RenewArgs { fault_id, duration } = args_of(args)?;
+            Request::Renew { fault_id, duration }
         }
         "list" => args_of::<NoArgs>(args).map(|_| Request::List)?,
         "get" => Request::Get {
@@ -178,7 +211,7 @@ fn parse_op(op: &str, args: Map<String, Value>) -> Result<Request, ErrorBody> {
             return Err(ErrorBody::new(
                 ErrorCode::UnknownOp,
                 format!(
-                    "unknown op {other:?}; ops are hello, apply, list, get, revoke, clear, watch"
+                    "unknown op {other:?}; ops are hello, apply, renew, list, get, revoke, clear, watch"
                 ),
             )
             .with_field("op"))
@@ -225,6 +258,8 @@ pub struct FaultView {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
     pub state: FaultState,
     pub fault: FaultWire,
     pub applied_at_unix_ms: u64,
@@ -276,6 +311,18 @@ mod tests {
             br#"{"op":"apply","key":"k","fault":{"target":{"dev":"e"},"partition":{},"duration":"1s"}}"#,
         );
         assert!(matches!(req, Ok(Request::Apply { key: Some(_), .. })));
+        let (_, req) = parse_request(
+            br#"{"op":"apply","lease":"connection","fault":{"target":{"dev":"e"},"partition":{}}}"#,
+        );
+        assert!(matches!(
+            req,
+            Ok(Request::Apply {
+                lease: Some(Lease::Connection),
+                ..
+            })
+        ));
+        let (_, req) = parse_request(br#"{"op":"renew","fault_id":"f1","duration":"5s"}"#);
+        assert!(matches!(req, Ok(Request::Renew { .. })));
         for op in ["list", "clear", "watch"] {
             assert!(parse_request(format!(r#"{{"op":"{op}"}}"#).as_bytes())
                 .1

@@ -1,6 +1,6 @@
 //! A `faultd` process owned by one test, with its own socket and state dir.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,9 @@ pub struct Agent {
     exited: Option<ExitStatus>,
     dir: PathBuf,
     socket: PathBuf,
+    /// This agent's own bpffs pin root, so parallel tests never see each other's pins.
+    pin_dir: PathBuf,
+    args: Vec<String>,
 }
 
 impl Agent {
@@ -65,31 +68,52 @@ impl Agent {
         let dir = std::env::temp_dir().join(format!("faultline-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        Agent::spawn_in(dir, args)
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/faultline-test-{}-{n}",
+            std::process::id()
+        ));
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Agent::spawn_in(dir, pin_dir, args)
     }
 
-    /// A new faultd on this one's socket and state dir, as after a crash: this one must have
-    /// exited (e.g. `sigkill`). The old log is kept as `faultd.log.1`.
+    /// A new faultd on this one's socket, state and pins, with the same arguments, as after a
+    /// crash: this one must have exited (e.g. `sigkill`); its reaper, if any, hands over.
+    /// The old log is appended to `faultd.log.1`.
     pub fn restart(mut self) -> Agent {
         assert!(
             self.exited.is_some(),
             "restart needs the old faultd to have exited"
         );
         let dir = std::mem::take(&mut self.dir);
-        let _ = fs::rename(dir.join("faultd.log"), dir.join("faultd.log.1"));
+        let pin_dir = std::mem::take(&mut self.pin_dir);
+        let args = std::mem::take(&mut self.args);
+        let old = fs::read_to_string(dir.join("faultd.log")).unwrap_or_default();
+        let mut kept = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("faultd.log.1"))
+            .expect("open faultd.log.1");
+        let _ = kept.write_all(old.as_bytes());
         std::mem::forget(self);
-        Agent::spawn_in(dir, &[])
+        Agent::spawn_in(dir, pin_dir, args)
     }
 
-    fn spawn_in(dir: PathBuf, args: &[&str]) -> Agent {
+    fn spawn_in(dir: PathBuf, pin_dir: PathBuf, args: Vec<String>) -> Agent {
         let socket = dir.join("faultd.sock");
-        let log = File::create(dir.join("faultd.log")).expect("create faultd.log");
+        // Appended to: the reaper of an earlier faultd may still write to it.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("faultd.log"))
+            .expect("create faultd.log");
         let child = Command::new(bin_path("faultd"))
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
             .arg(dir.join("state"))
-            .args(args)
+            .arg("--pin-dir")
+            .arg(&pin_dir)
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -100,6 +124,8 @@ impl Agent {
             exited: None,
             dir,
             socket,
+            pin_dir,
+            args,
         };
         agent.wait_ready();
         agent
@@ -137,6 +163,50 @@ impl Agent {
 
     pub fn socket_path(&self) -> &Path {
         &self.socket
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The pids of reapers working for this agent's state dir.
+    pub fn reaper_pids(&self) -> Vec<i32> {
+        let state = self.state_dir();
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+                args.contains(&b"--reap".as_slice())
+                    && args.contains(&state.as_os_str().as_encoded_bytes())
+            })
+            .collect()
+    }
+
+    /// Waits until no reaper works for this agent; false if one still does after `limit`.
+    pub fn wait_no_reaper(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.reaper_pids().is_empty() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// Sends `signal` to faultd.
+    pub fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"));
+        kill(pid, signal).expect("signal faultd");
     }
 
     pub fn pid(&self) -> u32 {
@@ -217,7 +287,20 @@ impl Drop for Agent {
         if self.terminate().is_none() {
             self.sigkill();
         }
+        // A reaper left by a killed faultd reverts everything on SIGTERM; one left by a clean
+        // exit has nothing to do and exits by itself.
+        if !self.wait_no_reaper(Duration::from_millis(500)) {
+            for pid in self.reaper_pids() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+            if !self.wait_no_reaper(STOP_TIMEOUT) {
+                for pid in self.reaper_pids() {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
         let _ = fs::remove_dir_all(&self.dir);
+        let _ = fs::remove_dir(&self.pin_dir);
     }
 }
 

@@ -1,15 +1,32 @@
-//! faultd: the per-host agent. Checks its privileges, starts the engine, serves the socket, and
-//! on SIGINT/SIGTERM reverts every fault before exiting 0.
+//! faultd: the per-host agent. Checks its privileges, takes over what an earlier faultd left,
+//! starts its reaper, serves the socket; SIGUSR1 reverts every fault (the kill switch) and
+//! SIGINT/SIGTERM revert every fault and exit 0.
+//!
+//! The reaper is this binary again (`--reap`), started by faultd in its own process group. It
+//! waits for faultd to go away; if faultd left faults behind (it was killed), the reaper
+//! takes them over and removes each at its deadline, then exits. A new faultd takes them
+//! back from the reaper.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::Read,
+    path::PathBuf,
+    process::{ExitCode, Stdio},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{bail, Context};
 use caps::{CapSet, Capability};
 use clap::{Parser, ValueEnum};
 use faultline::{
-    control::{server, DEFAULT_SOCKET},
-    engine::{self, Command, EngineConfig, DEFAULT_MAX_FAULTS},
+    control::{
+        ownership,
+        server::{self, ServerConfig},
+        DEFAULT_SOCKET,
+    },
+    engine::{self, Command, EngineConfig, EngineHandle, DEFAULT_MAX_FAULTS},
     fault::{spec::DurationLimits, values::parse_duration},
+    policy::Policy,
 };
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -19,6 +36,8 @@ enum LogFormat {
     Json,
 }
 
+const DEFAULT_POLICY: &str = "/etc/faultline/faultd.toml";
+
 /// The faultline agent: injects network faults at kernel speed, controlled over a unix socket.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -26,20 +45,36 @@ struct Args {
     /// Unix socket to serve the protocol on.
     #[arg(long, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Where faultd keeps its state (the attachment journal).
+    /// Where faultd keeps its state (the journal of active faults).
     #[arg(long, default_value = "/var/lib/faultline")]
     state_dir: PathBuf,
+    /// bpffs directory for the maps a restarted faultd takes over (bpffs is mounted on
+    /// /sys/fs/bpf when missing).
+    #[arg(long, default_value = "/sys/fs/bpf/faultline")]
+    pin_dir: PathBuf,
+    /// Policy file (docs/policy.md); a missing file at the default path means no policy.
+    #[arg(long, default_value = DEFAULT_POLICY)]
+    config: PathBuf,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Longest duration a fault may ask for.
+    /// Longest duration a fault may ask for (the policy may lower it).
     #[arg(long, default_value = "1h", value_parser = duration_arg)]
     max_duration: Duration,
     /// Duration of faults that do not name one (by default a duration is required).
     #[arg(long, value_parser = duration_arg)]
     default_duration: Option<Duration>,
-    /// Most faults active at once.
+    /// Most faults active at once (the policy may lower it).
     #[arg(long, default_value_t = DEFAULT_MAX_FAULTS)]
     max_faults: usize,
+    /// Most client connections open at once.
+    #[arg(long, default_value_t = ServerConfig::default().max_connections)]
+    max_connections: usize,
+    /// Close a connection that sends no request for this long (watches excepted).
+    #[arg(long, default_value = "10m", value_parser = duration_arg)]
+    idle_timeout: Duration,
+    /// Run as the reaper of the faultd that started this process (internal).
+    #[arg(long, hide = true)]
+    reap: bool,
 }
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
@@ -84,7 +119,8 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
-    match run(args) {
+    let outcome = if args.reap { reap(&args) } else { run(&args) };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -94,31 +130,63 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
     check_capabilities()?;
     if args.max_faults == 0 || args.max_faults > DEFAULT_MAX_FAULTS {
         bail!("--max-faults must be in 1..={DEFAULT_MAX_FAULTS}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async {
-        // Bind before starting the engine: a second faultd must not touch the first's state.
+    let policy = if args.config == std::path::Path::new(DEFAULT_POLICY) {
+        Policy::load_or_default(&args.config)
+    } else {
+        Policy::load(&args.config)
+    }
+    .context("loading the policy")?;
+    let (policy_default, policy_max) = policy.durations();
+    let durations = DurationLimits {
+        default: policy_default.or(args.default_duration),
+        max: policy_max.map_or(args.max_duration, |max| max.min(args.max_duration)),
+    };
+    let max_faults = policy
+        .max_faults()
+        .map_or(args.max_faults, |max| max.min(args.max_faults));
+    let policy = Arc::new(policy);
+    runtime()?.block_on(async {
+        // Bind before anything else: a second faultd must not touch the first's state.
         let listener = server::bind(&args.socket).await?;
+        let ownership = ownership::acquire(&args.state_dir)?;
         let config = EngineConfig {
             state_dir: args.state_dir.clone(),
-            durations: DurationLimits { default: args.default_duration, max: args.max_duration },
-            max_faults: args.max_faults,
+            pin_root: args.pin_dir.clone(),
+            durations,
+            max_faults,
+            policy: policy.clone(),
+            exit_when_idle: false,
         };
         let (engine, engine_thread) = engine::spawn(config).context("starting the engine")?;
+        // Held open until faultd exits, however it exits: the reaper's signal.
+        let _alive = spawn_reaper(args).context("starting the reaper")?;
         tracing::info!(socket = %args.socket.display(), state_dir = %args.state_dir.display(), "faultd ready");
 
+        let server_config = ServerConfig {
+            max_connections: args.max_connections,
+            idle_timeout: args.idle_timeout,
+            ..ServerConfig::default()
+        };
         let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let serving = server::serve(listener, engine.clone(), policy, server_config);
+        tokio::pin!(serving);
         tokio::select! {
-            () = server::serve(listener, engine.clone()) => {}
+            () = &mut serving => {}
+            () = kill_switch(&engine) => {}
             _ = terminate.recv() => tracing::info!("SIGTERM: reverting every fault"),
             _ = interrupt.recv() => tracing::info!("SIGINT: reverting every fault"),
         }
@@ -126,6 +194,86 @@ fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!(reverted = reverted.len(), "all faults reverted");
         let _ = std::fs::remove_file(&args.socket);
         engine_thread.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+        drop(ownership);
+        Ok(())
+    })
+}
+
+/// SIGUSR1 reverts every fault and faultd carries on: the kill switch for whoever cannot
+/// reach the socket. Returns only if the handler cannot be installed.
+async fn kill_switch(engine: &EngineHandle) {
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        tracing::error!("cannot install the SIGUSR1 kill switch");
+        return std::future::pending().await;
+    };
+    while usr1.recv().await.is_some() {
+        match engine.call(Command::Clear).await {
+            Ok(reverted) => tracing::warn!(
+                reverted = reverted.len(),
+                "SIGUSR1: kill switch, every fault reverted"
+            ),
+            Err(e) => tracing::error!(error = %e, "SIGUSR1: kill switch failed"),
+        }
+    }
+}
+
+/// Starts the reaper with the read end of a pipe whose write end (returned) only this
+/// process holds: the reaper sees end-of-file when faultd is gone, however it went.
+fn spawn_reaper(args: &Args) -> anyhow::Result<std::io::PipeWriter> {
+    use std::os::unix::process::CommandExt;
+    let (reader, writer) = std::io::pipe()?;
+    let log_format = match args.log_format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    std::process::Command::new("/proc/self/exe")
+        .arg("--reap")
+        .arg("--state-dir")
+        .arg(&args.state_dir)
+        .arg("--pin-dir")
+        .arg(&args.pin_dir)
+        .args(["--log-format", log_format])
+        .stdin(reader)
+        .stdout(Stdio::null())
+        // Its own process group: a Ctrl-C meant for faultd must not kill the reaper too.
+        .process_group(0)
+        .spawn()?;
+    Ok(writer)
+}
+
+fn reap(args: &Args) -> anyhow::Result<()> {
+    let mut rest = Vec::new();
+    // Returns at end-of-file: faultd has exited, cleanly or not.
+    let _ = std::io::stdin().read_to_end(&mut rest);
+    let Some(ownership) = ownership::try_acquire_for_reaper(&args.state_dir)? else {
+        return Ok(()); // A new faultd already owns the state.
+    };
+    let config = EngineConfig {
+        state_dir: args.state_dir.clone(),
+        pin_root: args.pin_dir.clone(),
+        durations: DurationLimits {
+            default: None,
+            max: args.max_duration,
+        },
+        max_faults: DEFAULT_MAX_FAULTS,
+        policy: Arc::new(Policy::default()),
+        exit_when_idle: true,
+    };
+    runtime()?.block_on(async {
+        let (engine, engine_thread) = engine::spawn(config).context("starting the engine")?;
+        let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut hand_over = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
+        let finished = tokio::task::spawn_blocking(move || engine_thread.join());
+        tokio::pin!(finished);
+        tokio::select! {
+            _ = &mut finished => return Ok(()),
+            _ = hand_over.recv() => { let _ = engine.call(Command::HandOver).await; }
+            _ = terminate.recv() => { let _ = engine.call(Command::Shutdown).await; }
+            _ = interrupt.recv() => { let _ = engine.call(Command::Shutdown).await; }
+        }
+        let _ = finished.await;
+        drop(ownership);
         Ok(())
     })
 }

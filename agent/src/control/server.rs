@@ -5,6 +5,8 @@ use std::{
     io,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
 };
 
 use futures::StreamExt;
@@ -13,14 +15,17 @@ use thiserror::Error;
 use tokio::{
     io::AsyncWriteExt,
     net::{unix::OwnedWriteHalf, UnixListener, UnixStream},
-    sync::broadcast,
+    sync::{broadcast, Semaphore},
+    time::timeout,
 };
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tracing::Instrument;
 
 use crate::{
-    engine::{Command, EngineError, EngineHandle},
-    proto::{parse_request, response_line, ErrorBody, ErrorCode, Request, MAX_LINE_BYTES},
+    engine::{Command, ConnectionId, EngineError, EngineHandle},
+    fault::values::format_duration,
+    policy::{Access, Policy},
+    proto::{parse_request, response_line, ErrorBody, ErrorCode, Lease, Request, MAX_LINE_BYTES},
 };
 
 #[derive(Debug, Error)]
@@ -57,38 +62,153 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     Ok(listener)
 }
 
-/// Accepts connections until the listener fails; each connection runs in its own task.
-pub async fn serve(listener: UnixListener, engine: EngineHandle) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let (uid, pid) = stream
-                    .peer_cred()
-                    .map(|c| (c.uid(), c.pid().unwrap_or(0)))
-                    .unwrap_or((u32::MAX, 0));
-                let span = tracing::info_span!("conn", peer_uid = uid, peer_pid = pid);
-                let engine = engine.clone();
-                tokio::spawn(
-                    async move {
-                        if let Err(e) = connection(stream, engine).await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
+/// Limits that keep one client, or many, from hurting the others.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Connections open at once; more are answered `busy` and closed.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (a watch is never idle).
+    pub idle_timeout: Duration,
+    /// A client that does not take a response or event within this long is disconnected.
+    pub write_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 128,
+            idle_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
 
-async fn connection(stream: UnixStream, engine: EngineHandle) -> io::Result<()> {
-    let (read, mut write) = stream.into_split();
+/// Who is on the other end of a connection, from SO_PEERCRED.
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    uid: u32,
+    pid: i32,
+    access: Access,
+}
+
+/// Accepts connections until the listener fails; each connection runs in its own task.
+pub async fn serve(
+    listener: UnixListener,
+    engine: EngineHandle,
+    policy: Arc<Policy>,
+    config: ServerConfig,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let config = Arc::new(config);
+    let mut next_connection: ConnectionId = 0;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        next_connection += 1;
+        let peer = peer_of(&stream, &policy);
+        let span = tracing::info_span!("conn", peer_uid = peer.uid, peer_pid = peer.pid);
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(
+                refuse(stream, config.max_connections, config.write_timeout).instrument(span),
+            );
+            continue;
+        };
+        let connection_id = next_connection;
+        let engine = engine.clone();
+        let config = config.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = connection(stream, &engine, peer, connection_id, &config).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                // Whatever ended the connection, its leased faults end with it.
+                engine.send(Command::ConnectionClosed(connection_id));
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+fn peer_of(stream: &UnixStream, policy: &Policy) -> Peer {
+    let Ok(cred) = stream.peer_cred() else {
+        return Peer {
+            uid: u32::MAX,
+            pid: 0,
+            access: Access::Denied,
+        };
+    };
+    let pid = cred.pid().unwrap_or(0);
+    let mut gids = vec![cred.gid()];
+    gids.extend(supplementary_groups(pid));
+    Peer {
+        uid: cred.uid(),
+        pid,
+        access: policy.access(cred.uid(), &gids),
+    }
+}
+
+/// The peer's supplementary groups, from /proc (SO_PEERCRED carries only the primary one).
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .map(|groups| {
+            groups
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn refuse(mut stream: UnixStream, max: usize, write_timeout: Duration) {
+    tracing::warn!(max, "refusing a connection: too many open");
+    let error = ErrorBody::new(
+        ErrorCode::Busy,
+        format!("faultd serves at most {max} connections at once; try again later"),
+    );
+    let line = response_line(&Value::Null, Err(error));
+    let _ = timeout(write_timeout, stream.write_all(line.as_bytes())).await;
+}
+
+async fn connection(
+    stream: UnixStream,
+    engine: &EngineHandle,
+    peer: Peer,
+    connection_id: ConnectionId,
+    config: &ServerConfig,
+) -> io::Result<()> {
+    let (read, write) = stream.into_split();
+    let mut write = TimedWriter {
+        inner: write,
+        timeout: config.write_timeout,
+    };
     let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
-    while let Some(line) = lines.next().await {
+    loop {
+        let Ok(next) = timeout(config.idle_timeout, lines.next()).await else {
+            let error = ErrorBody::new(
+                ErrorCode::Busy,
+                format!(
+                    "no request for {}; closing",
+                    format_duration(config.idle_timeout)
+                ),
+            );
+            write.line(&response_line(&Value::Null, Err(error))).await?;
+            return Ok(());
+        };
+        let Some(line) = next else {
+            return Ok(());
+        };
         let line = match line {
             Ok(line) => line,
             Err(LinesCodecError::MaxLineLengthExceeded) => {
@@ -96,9 +216,7 @@ async fn connection(stream: UnixStream, engine: EngineHandle) -> io::Result<()> 
                     ErrorCode::LineTooLong,
                     format!("request lines are limited to {MAX_LINE_BYTES} bytes; closing"),
                 );
-                write
-                    .write_all(response_line(&Value::Null, Err(error)).as_bytes())
-                    .await?;
+                write.line(&response_line(&Value::Null, Err(error))).await?;
                 return Ok(());
             }
             Err(LinesCodecError::Io(e)) => return Err(e),
@@ -108,31 +226,79 @@ async fn connection(stream: UnixStream, engine: EngineHandle) -> io::Result<()> 
         }
         let (id, request) = parse_request(line.as_bytes());
         let op = request.as_ref().map(op_name).unwrap_or("invalid");
+        let request = request.and_then(|r| authorize(r, peer));
         if request == Ok(Request::Watch) {
             let events = engine.subscribe();
             write
-                .write_all(response_line(&id, Ok(json!({"watching": true}))).as_bytes())
+                .line(&response_line(&id, Ok(json!({"watching": true}))))
                 .await?;
             return watch(events, lines, write).await;
         }
         let outcome = match request {
-            Ok(request) => dispatch(&engine, request).await,
+            Ok(request) => dispatch(engine, request, connection_id).await,
             Err(error) => Err(error),
         };
         if let Err(error) = &outcome {
             tracing::info!(op, code = ?error.code, message = %error.message, "request refused");
         }
-        write
-            .write_all(response_line(&id, outcome).as_bytes())
-            .await?;
+        write.line(&response_line(&id, outcome)).await?;
     }
-    Ok(())
+}
+
+/// Checks the peer may make `request`; denials are logged with the peer (the span carries it).
+fn authorize(request: Request, peer: Peer) -> Result<Request, ErrorBody> {
+    let read_only = matches!(
+        request,
+        Request::Hello | Request::List | Request::Get { .. } | Request::Watch
+    );
+    let allowed = match peer.access {
+        Access::Full => true,
+        Access::ReadOnly => read_only,
+        Access::Denied => false,
+    };
+    if allowed {
+        return Ok(request);
+    }
+    let op = op_name(&request);
+    tracing::warn!(op, uid = peer.uid, pid = peer.pid, "access denied");
+    let what = if peer.access == Access::ReadOnly {
+        "may only read (hello, list, get, watch)"
+    } else {
+        "is not allowed to use faultd"
+    };
+    Err(ErrorBody::new(
+        ErrorCode::Forbidden,
+        format!(
+            "access: uid {} {what}; see [access] in the policy",
+            peer.uid
+        ),
+    )
+    .with_field("op"))
+}
+
+/// Writes whole lines, giving up on a client that does not read them in time.
+struct TimedWriter {
+    inner: OwnedWriteHalf,
+    timeout: Duration,
+}
+
+impl TimedWriter {
+    async fn line(&mut self, line: &str) -> io::Result<()> {
+        match timeout(self.timeout, self.inner.write_all(line.as_bytes())).await {
+            Ok(written) => written,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client does not read its responses",
+            )),
+        }
+    }
 }
 
 fn op_name(request: &Request) -> &'static str {
     match request {
         Request::Hello => "hello",
         Request::Apply { .. } => "apply",
+        Request::Renew { .. } => "renew",
         Request::List => "list",
         Request::Get { .. } => "get",
         Request::Revoke { .. } => "revoke",
@@ -141,12 +307,33 @@ fn op_name(request: &Request) -> &'static str {
     }
 }
 
-async fn dispatch(engine: &EngineHandle, request: Request) -> Result<Value, ErrorBody> {
+async fn dispatch(
+    engine: &EngineHandle,
+    request: Request,
+    connection_id: ConnectionId,
+) -> Result<Value, ErrorBody> {
     match request {
         Request::Hello => engine.call(Command::Hello).await.map_err(|e| e.to_body()),
-        Request::Apply { fault, key } => to_value(
+        Request::Apply { fault, key, lease } => {
+            let lease = lease.map(|Lease::Connection| connection_id);
+            to_value(
+                engine
+                    .call(|reply| Command::Apply {
+                        fault,
+                        key,
+                        lease,
+                        reply,
+                    })
+                    .await,
+            )
+        }
+        Request::Renew { fault_id, duration } => to_value(
             engine
-                .call(|reply| Command::Apply { fault, key, reply })
+                .call(|reply| Command::Renew {
+                    fault_id,
+                    duration,
+                    reply,
+                })
                 .await,
         ),
         Request::List => {
@@ -173,11 +360,12 @@ fn to_value<T: serde::Serialize>(outcome: Result<T, EngineError>) -> Result<Valu
 }
 
 /// Streams events until the client closes. Further requests on a watching connection are
-/// ignored; a client that reads too slowly is told how many events it missed.
+/// ignored; a client that reads too slowly is told how many events it missed (the queue
+/// between the engine and each watcher is bounded), and one that stops reading is dropped.
 async fn watch(
     mut events: broadcast::Receiver<crate::proto::Event>,
     mut lines: FramedRead<tokio::net::unix::OwnedReadHalf, LinesCodec>,
-    mut write: OwnedWriteHalf,
+    mut write: TimedWriter,
 ) -> io::Result<()> {
     loop {
         tokio::select! {
@@ -189,7 +377,7 @@ async fn watch(
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 };
-                write.write_all(format!("{line}\n").as_bytes()).await?;
+                write.line(&format!("{line}\n")).await?;
             }
             line = lines.next() => {
                 if !matches!(line, Some(Ok(_))) {

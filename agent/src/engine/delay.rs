@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use serde::{Deserialize, Serialize};
+
 use super::EngineError;
 use crate::kernel::{
     link,
@@ -12,7 +14,7 @@ use crate::kernel::{
 };
 
 /// Where one delay fault's netem lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DelayClass {
     pub minor: u16,
     pub egress: bool,
@@ -33,6 +35,33 @@ pub struct DelayQdiscs {
 impl DelayQdiscs {
     pub fn is_idle(&self) -> bool {
         self.minors.is_empty()
+    }
+
+    /// The state a journal describes: the device's recorded root and ifb, and its classes.
+    pub fn adopted(
+        original_root: Option<RootQdisc>,
+        ifb: Option<u32>,
+        classes: &[DelayClass],
+    ) -> Self {
+        Self {
+            egress_users: classes.iter().filter(|c| c.egress).count(),
+            ingress_users: classes.iter().filter(|c| c.ifb.is_some()).count(),
+            original_root,
+            ifb,
+            minors: classes.iter().map(|c| c.minor).collect(),
+        }
+    }
+
+    pub fn original_root(&self) -> Option<&RootQdisc> {
+        self.original_root.as_ref()
+    }
+
+    pub fn ifb(&self) -> Option<u32> {
+        self.ifb
+    }
+
+    pub fn has_minor(&self, minor: u16) -> bool {
+        self.minors.contains(&minor)
     }
 
     /// Adds a class with netem `options` on the egress root and/or the ingress ifb; all of it

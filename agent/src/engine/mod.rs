@@ -1,17 +1,18 @@
 //! The one owner of active faults and of every kernel object faultd installs. It runs on its
 //! own thread (it enters network namespaces, which is per thread); connections send it
-//! `Command`s and get answers on oneshot channels. Expiry, revoke, clear and shutdown all go
-//! through `remove_fault`, the single inverse of `apply`.
+//! `Command`s and get answers on oneshot channels. Expiry, revoke, lease loss, clear and
+//! shutdown all go through `remove_fault`, the single inverse of `apply`. Every change is
+//! journaled before it is answered, so a later faultd or the reaper can take over (`adopt`).
 
+mod adopt;
 mod delay;
 mod journal;
 mod namespace;
-mod orphans;
 
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
-    sync::mpsc,
+    sync::{mpsc, Arc},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -19,36 +20,48 @@ use serde_json::{json, Value};
 use thiserror::Error;
 use tokio::sync::{broadcast, oneshot};
 
+pub use self::journal::JournalError;
 use self::{
-    journal::{AttachmentRecord, Journal},
+    journal::Journal,
     namespace::{Installed, Namespace},
 };
 use crate::{
     fault::{
         plan::{self, TooManyOverlapping},
         spec::{Action, DurationLimits, FaultSpec, FaultWire, SpecError},
-        values::format_duration,
+        values::{format_duration, parse_duration},
     },
     kernel::{
         self,
         abi::{DIR_EGRESS, DIR_INGRESS, MAX_FAULTS},
         bpf::{Datapath, Hook},
         netns::{Netns, NetnsId},
+        pins,
         probe::{self, Features},
         KernelError,
     },
+    policy::{Policy, Violation},
     proto::{
         Counters, DirectionCounters, ErrorBody, ErrorCode, Event, EventKind, FaultState, FaultView,
-        MAX_LINE_BYTES, PROTOCOL_VERSION,
+        Lease, MAX_LINE_BYTES, PROTOCOL_VERSION,
     },
 };
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub state_dir: PathBuf,
+    /// bpffs directory under which each namespace's maps are pinned.
+    pub pin_root: PathBuf,
     pub durations: DurationLimits,
     pub max_faults: usize,
+    /// What may be applied, beyond the limits above (which already include its own).
+    pub policy: Arc<Policy>,
+    /// The reaper's mode: take over, stop once the last fault is gone, apply nothing.
+    pub exit_when_idle: bool,
 }
+
+/// Identifies one client connection, for connection leases.
+pub type ConnectionId = u64;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -62,6 +75,8 @@ pub enum EngineError {
     TooManyFaults { max: usize },
     #[error(transparent)]
     Overlap(#[from] TooManyOverlapping),
+    #[error("the policy forbids it: {0}")]
+    Forbidden(Violation),
     #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error("the engine has stopped")]
@@ -78,6 +93,9 @@ impl EngineError {
             Self::NotFound(_) => body(ErrorCode::NotFound).with_field("fault_id"),
             Self::Conflict { .. } => body(ErrorCode::Conflict).with_field("key"),
             Self::TooManyFaults { .. } | Self::Overlap(_) => body(ErrorCode::LimitExceeded),
+            Self::Forbidden(violation) => {
+                body(ErrorCode::Forbidden).with_field(violation.rule.clone())
+            }
             Self::Kernel(KernelError::NetnsNotFound { .. }) => {
                 body(ErrorCode::NetnsNotFound).with_field("fault.target.netns")
             }
@@ -98,8 +116,17 @@ pub enum Command {
     Apply {
         fault: Box<FaultWire>,
         key: Option<String>,
+        /// The connection holding the fault, for `"lease": "connection"`.
+        lease: Option<ConnectionId>,
         reply: Reply<FaultView>,
     },
+    Renew {
+        fault_id: String,
+        duration: String,
+        reply: Reply<FaultView>,
+    },
+    /// A connection closed: its leased faults go.
+    ConnectionClosed(ConnectionId),
     List(Reply<Vec<FaultView>>),
     Get {
         fault_id: String,
@@ -112,6 +139,9 @@ pub enum Command {
     Clear(Reply<Vec<FaultView>>),
     /// Revert everything and stop the engine thread.
     Shutdown(Reply<Vec<FaultView>>),
+    /// Stop without touching anything: the reaper hands over to a new faultd, which adopts
+    /// what the journal lists.
+    HandOver(Reply<()>),
 }
 
 /// A cloneable way to talk to the engine.
@@ -130,6 +160,12 @@ impl EngineHandle {
         answer.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// Sends a command that needs no answer.
+    pub fn send(&self, command: Command) {
+        // A stopped engine has nothing left to act on.
+        let _ = self.commands.send(command);
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
@@ -138,20 +174,16 @@ impl EngineHandle {
 struct ActiveFault {
     id: String,
     key: Option<String>,
+    lease: Option<ConnectionId>,
     spec: FaultSpec,
     wire: FaultWire,
     netns: NetnsId,
     installed: Installed,
     hooks: Vec<Hook>,
     applied_at: SystemTime,
+    expires_at: SystemTime,
     deadline: Instant,
     deadline_ns: u64,
-}
-
-/// A device an earlier faultd attached to, kept until its faults' deadline has passed.
-struct Orphan {
-    record: AttachmentRecord,
-    deadline: Instant,
 }
 
 pub struct Engine {
@@ -160,9 +192,9 @@ pub struct Engine {
     faults: BTreeMap<String, ActiveFault>,
     keys: HashMap<String, String>,
     namespaces: HashMap<NetnsId, Namespace>,
-    orphans: Vec<Orphan>,
     journal: Journal,
-    journaled: Vec<AttachmentRecord>,
+    /// What the journal holds now.
+    journaled: Vec<journal::NamespaceRecord>,
     ebpf_support: Result<(), String>,
     features: Features,
     events: broadcast::Sender<Event>,
@@ -194,26 +226,32 @@ pub fn spawn(
                     return;
                 }
             };
-            // One trial load tells `hello` (and every apply) whether this kernel runs our programs.
-            let ebpf_support = Datapath::load().map(drop).map_err(|e| match e {
-                KernelError::Unsupported { detail, .. } => detail,
-                other => other.to_string(),
-            });
+            // One trial load tells `hello` (and every apply) whether this kernel runs our
+            // programs. The reaper applies nothing, and so probes nothing.
+            let (ebpf_support, features) = if config.exit_when_idle {
+                let none = Err("the reaper applies no faults".to_owned());
+                (none.clone(), Features { netem: none })
+            } else {
+                let ebpf = Datapath::load(None).map(drop).map_err(|e| match e {
+                    KernelError::Unsupported { detail, .. } => detail,
+                    other => other.to_string(),
+                });
+                (ebpf, probe::probe())
+            };
             let mut engine = Engine {
                 config,
                 home,
                 faults: BTreeMap::new(),
                 keys: HashMap::new(),
                 namespaces: HashMap::new(),
-                orphans: Vec::new(),
                 journal,
                 journaled: Vec::new(),
                 ebpf_support,
-                features: probe::probe(),
+                features,
                 events,
                 next_id: 0,
             };
-            engine.adopt_orphans();
+            engine.adopt();
             let _ = ready_tx.send(Ok(()));
             engine.run(inbox);
         })
@@ -233,6 +271,11 @@ fn unix_ms(t: SystemTime) -> u64 {
 impl Engine {
     fn run(&mut self, inbox: mpsc::Receiver<Command>) {
         loop {
+            if self.config.exit_when_idle && self.faults.is_empty() {
+                tracing::info!("no fault left to watch over");
+                pins::remove_root_if_empty(&self.config.pin_root);
+                return;
+            }
             let next = self.next_wakeup();
             let command = match next {
                 Some(at) => {
@@ -251,16 +294,22 @@ impl Engine {
             match command {
                 Some(Command::Shutdown(reply)) => {
                     let removed = self.remove_all(FaultState::Revoked);
-                    self.remove_orphans(true);
+                    pins::remove_root_if_empty(&self.config.pin_root);
                     let _ = reply.send(Ok(removed));
+                    return;
+                }
+                Some(Command::HandOver(reply)) => {
+                    tracing::info!("handing the faults over to a new faultd");
+                    let _ = reply.send(Ok(()));
                     return;
                 }
                 Some(command) => self.handle(command),
                 None => {}
             }
+            self.sync_journal();
         }
         self.remove_all(FaultState::Revoked);
-        self.remove_orphans(true);
+        pins::remove_root_if_empty(&self.config.pin_root);
     }
 
     fn handle(&mut self, command: Command) {
@@ -268,8 +317,37 @@ impl Engine {
             Command::Hello(reply) => {
                 let _ = reply.send(Ok(self.hello()));
             }
-            Command::Apply { fault, key, reply } => {
-                let _ = reply.send(self.apply(&fault, key));
+            Command::Apply {
+                fault,
+                key,
+                lease,
+                reply,
+            } => {
+                let result = self.apply(&fault, key, lease);
+                // Journaled before the answer: an acknowledged fault is one a successor knows.
+                self.sync_journal();
+                let _ = reply.send(result);
+            }
+            Command::Renew {
+                fault_id,
+                duration,
+                reply,
+            } => {
+                let result = self.renew(&fault_id, &duration);
+                self.sync_journal();
+                let _ = reply.send(result);
+            }
+            Command::ConnectionClosed(connection) => {
+                let leased: Vec<String> = self
+                    .faults
+                    .values()
+                    .filter(|f| f.lease == Some(connection))
+                    .map(|f| f.id.clone())
+                    .collect();
+                for id in leased {
+                    tracing::info!(fault_id = %id, "its connection closed; revoking the leased fault");
+                    self.remove_fault(&id, FaultState::Revoked);
+                }
             }
             Command::List(reply) => {
                 let _ = reply.send(Ok(self
@@ -291,12 +369,15 @@ impl Engine {
                 } else {
                     Err(EngineError::NotFound(fault_id))
                 };
+                self.sync_journal();
                 let _ = reply.send(result);
             }
             Command::Clear(reply) => {
-                let _ = reply.send(Ok(self.remove_all(FaultState::Revoked)));
+                let removed = self.remove_all(FaultState::Revoked);
+                self.sync_journal();
+                let _ = reply.send(Ok(removed));
             }
-            Command::Shutdown(_) => unreachable!("handled by run"),
+            Command::Shutdown(_) | Command::HandOver(_) => unreachable!("handled by run"),
         }
     }
 
@@ -320,12 +401,12 @@ impl Engine {
                 "max_line_bytes": MAX_LINE_BYTES,
             },
             "active_faults": self.faults.len(),
+            "policy": self.config.policy.summary(),
         })
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
-        let faults = self.faults.values().map(|f| f.deadline);
-        faults.chain(self.orphans.iter().map(|o| o.deadline)).min()
+        self.faults.values().map(|f| f.deadline).min()
     }
 
     fn expire_due(&mut self) {
@@ -338,9 +419,6 @@ impl Engine {
             .collect();
         for id in due {
             self.remove_fault(&id, FaultState::Expired);
-        }
-        if self.orphans.iter().any(|o| o.deadline <= now) {
-            self.remove_orphans(false);
         }
     }
 
@@ -355,8 +433,17 @@ impl Engine {
         }
     }
 
-    fn apply(&mut self, wire: &FaultWire, key: Option<String>) -> Result<FaultView, EngineError> {
+    fn apply(
+        &mut self,
+        wire: &FaultWire,
+        key: Option<String>,
+        lease: Option<ConnectionId>,
+    ) -> Result<FaultView, EngineError> {
         let spec = FaultSpec::from_wire(wire, &self.config.durations)?;
+        self.config
+            .policy
+            .check_fault(&spec, SystemTime::now())
+            .map_err(EngineError::Forbidden)?;
         let normalized = spec.to_wire();
         if let Some(existing) = key
             .as_ref()
@@ -422,10 +509,11 @@ impl Engine {
         let home = &self.home;
         let fresh = !self.namespaces.contains_key(&netns_id);
         if fresh {
+            let pin_dir = pins::namespace_dir(&self.config.pin_root, netns_id);
             let inside = netns.enter(home)?;
-            let namespace = Namespace::new(netns)?;
+            let namespace = Namespace::new(netns, pin_dir);
             drop(inside);
-            self.namespaces.insert(netns_id, namespace);
+            self.namespaces.insert(netns_id, namespace?);
         }
         let Some(namespace) = self.namespaces.get_mut(&netns_id) else {
             unreachable!("inserted above");
@@ -446,32 +534,17 @@ impl Engine {
             }
         };
 
-        // An earlier faultd's filters on this device were just replaced; its clsact is ours now.
-        let inherited = self.orphans.iter().position(|o| {
-            o.record.dev == dev
-                && NetnsId {
-                    dev: o.record.netns_dev,
-                    ino: o.record.netns_ino,
-                } == netns_id
-        });
-        if let Some(index) = inherited {
-            let orphan = self.orphans.remove(index);
-            if orphan.record.created_clsact {
-                if let Some(namespace) = self.namespaces.get_mut(&netns_id) {
-                    namespace.adopt_clsact(&dev);
-                }
-            }
-        }
-
         let fault = ActiveFault {
             id: id.clone(),
             key: key.clone(),
-            spec,
+            lease,
             wire: normalized,
             netns: netns_id,
             installed,
             hooks,
             applied_at,
+            expires_at: applied_at + spec.duration,
+            spec,
             deadline,
             deadline_ns,
         };
@@ -481,9 +554,46 @@ impl Engine {
             self.keys.insert(key, id.clone());
         }
         self.faults.insert(id, fault);
-        self.sync_journal();
         self.emit(EventKind::Applied, view.clone(), None);
         Ok(view)
+    }
+
+    /// Gives a fault `duration` from now (within the agent's maximum), in the datapath and here.
+    fn renew(&mut self, id: &str, duration: &str) -> Result<FaultView, EngineError> {
+        let invalid = |message: String| {
+            EngineError::Spec(SpecError {
+                field: "duration".into(),
+                message,
+            })
+        };
+        let duration = parse_duration(duration).map_err(|e| invalid(e.0))?;
+        if duration > self.config.durations.max {
+            return Err(invalid(format!(
+                "longer than the agent's maximum, {}",
+                format_duration(self.config.durations.max)
+            )));
+        }
+        let fault = self
+            .faults
+            .get(id)
+            .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+        let deadline_ns = kernel::monotonic_ns() + duration.as_nanos() as u64;
+        let slot = fault.installed.slot;
+        let netns = fault.netns;
+        if let Some(namespace) = self.namespaces.get_mut(&netns) {
+            namespace.run(&self.home, |ns| ns.set_deadline(slot, deadline_ns))??;
+        }
+        let Some(fault) = self.faults.get_mut(id) else {
+            unreachable!("looked up above");
+        };
+        fault.deadline = Instant::now() + duration;
+        fault.deadline_ns = deadline_ns;
+        fault.expires_at = SystemTime::now() + duration;
+        tracing::info!(fault_id = %id, duration = %format_duration(duration), "fault renewed");
+        let Some(fault) = self.faults.get(id) else {
+            unreachable!("looked up above");
+        };
+        Ok(self.view(fault, FaultState::Active))
     }
 
     /// Removes one fault's kernel state; errors are logged and reported as an `error` event,
@@ -510,7 +620,6 @@ impl Engine {
             }
         }
         self.drop_namespace_if_idle(fault.netns);
-        self.sync_journal();
         let mut view = self.view_with(&fault, state, counters.unwrap_or_default());
         view.remaining_ms = 0;
         let message = (!errors.is_empty()).then(|| errors.join("; "));
@@ -534,9 +643,12 @@ impl Engine {
         ids.iter().map(|id| self.remove_fault(id, state)).collect()
     }
 
+    /// A namespace without faults keeps nothing of ours, pins included.
     fn drop_namespace_if_idle(&mut self, netns: NetnsId) {
         if self.namespaces.get(&netns).is_some_and(Namespace::is_idle) {
-            self.namespaces.remove(&netns);
+            if let Some(namespace) = self.namespaces.remove(&netns) {
+                namespace.remove_pins();
+            }
         }
     }
 
@@ -567,10 +679,11 @@ impl Engine {
         FaultView {
             id: fault.id.clone(),
             key: fault.key.clone(),
+            lease: fault.lease.map(|_| Lease::Connection),
             state,
             fault: fault.wire.clone(),
             applied_at_unix_ms: unix_ms(fault.applied_at),
-            expires_at_unix_ms: unix_ms(fault.applied_at + fault.spec.duration),
+            expires_at_unix_ms: unix_ms(fault.expires_at),
             remaining_ms: remaining.as_millis() as u64,
             counters: Counters {
                 egress: dir(DIR_EGRESS),

@@ -2,10 +2,14 @@
 //! trie model, slot allocation, and which devices carry our filters. Every method that touches
 //! the kernel runs with the thread inside the namespace (`Namespace::run`).
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
 
 use super::{
     delay::{DelayClass, DelayQdiscs},
+    journal::DeviceRecord,
     EngineError,
 };
 use crate::{
@@ -14,8 +18,9 @@ use crate::{
         self,
         abi::{FlCounters, FlFault, MAX_FAULTS},
         bpf::{self, Datapath, Hook},
+        link,
         netns::Netns,
-        qdisc, tc, KernelError,
+        pins, qdisc, tc, KernelError,
     },
 };
 
@@ -43,6 +48,7 @@ fn hook_index(hook: Hook) -> usize {
 #[derive(Debug)]
 pub struct Namespace {
     netns: Netns,
+    pin_dir: PathBuf,
     datapath: Datapath,
     index: PrefixIndex,
     free_slots: Vec<u32>,
@@ -62,18 +68,186 @@ pub struct Installed {
     acquired: bool,
 }
 
+impl Installed {
+    /// A fault a journal describes as installed.
+    pub fn adopted(
+        device: DeviceKey,
+        slot: u32,
+        prefixes: Vec<PrefixKey>,
+        delay: Option<DelayClass>,
+    ) -> Self {
+        Self {
+            device,
+            slot,
+            prefixes,
+            delay,
+            acquired: true,
+        }
+    }
+}
+
+/// One fault a journal describes, as `Namespace::adopt` takes it.
+pub struct AdoptedFault<'a> {
+    pub installed: &'a Installed,
+    pub hooks: &'a [Hook],
+}
+
 impl Namespace {
-    /// Loads a datapath for the namespace `netns` (the thread's current one).
-    pub fn new(netns: Netns) -> Result<Self, KernelError> {
+    /// Loads a datapath for the namespace `netns` (the thread's current one) with new maps
+    /// pinned in `pin_dir`; pins left there by a namespace that had the same identity before
+    /// are stale, and go first.
+    pub fn new(netns: Netns, pin_dir: PathBuf) -> Result<Self, KernelError> {
+        pins::remove_dir(&pin_dir).map_err(|source| KernelError::Syscall {
+            call: "remove stale pins",
+            source,
+        })?;
+        Self::with_datapath(netns, pin_dir)
+    }
+
+    fn with_datapath(netns: Netns, pin_dir: PathBuf) -> Result<Self, KernelError> {
         Ok(Self {
+            datapath: Datapath::load(Some(&pin_dir))?,
             netns,
-            datapath: Datapath::load()?,
+            pin_dir,
             index: PrefixIndex::default(),
             free_slots: Vec::new(),
             next_slot: 0,
             devices: BTreeMap::new(),
             delays: BTreeMap::new(),
         })
+    }
+
+    /// Takes over the namespace from the faultd before: its pinned maps (faults, counters and
+    /// trie stay live throughout), the devices and faults its journal lists, and the filters
+    /// it left attached, which run the same maps. Whatever of ours the journal does not
+    /// list (a fault slot, a trie entry, a filter, a qdisc, an ifb) is removed.
+    pub fn adopt(
+        netns: Netns,
+        pin_dir: PathBuf,
+        devices: &[DeviceRecord],
+        faults: &[AdoptedFault<'_>],
+    ) -> Result<Self, KernelError> {
+        let mut ns = Self::with_datapath(netns, pin_dir)?;
+        for record in devices {
+            let key = DeviceKey {
+                name: record.name.clone(),
+                ifindex: record.ifindex,
+            };
+            let classes: Vec<DelayClass> = faults
+                .iter()
+                .filter(|f| f.installed.device == key)
+                .filter_map(|f| f.installed.delay)
+                .collect();
+            if record.original_root.is_some() || record.ifb.is_some() {
+                let delays =
+                    DelayQdiscs::adopted(record.original_root.clone(), record.ifb, &classes);
+                ns.delays.insert(key.clone(), delays);
+            }
+            ns.devices.insert(
+                key,
+                Device {
+                    created_clsact: record.created_clsact,
+                    ..Device::default()
+                },
+            );
+        }
+        let mut used = BTreeSet::new();
+        for fault in faults {
+            let installed = fault.installed;
+            // A prefix overflow cannot happen for faults that fitted before.
+            let _ = ns.index.insert(installed.slot, &installed.prefixes);
+            used.insert(installed.slot);
+            let device = ns.devices.entry(installed.device.clone()).or_default();
+            device.faults += 1;
+            for &hook in fault.hooks {
+                device.hook_users[hook_index(hook)] += 1;
+            }
+        }
+        ns.next_slot = used.last().map_or(0, |last| last + 1);
+        ns.free_slots = (0..ns.next_slot).filter(|s| !used.contains(s)).collect();
+        ns.sweep(&used)?;
+        Ok(ns)
+    }
+
+    /// Removes every object of ours in the namespace that the model does not account for.
+    fn sweep(&mut self, used_slots: &BTreeSet<u32>) -> Result<(), KernelError> {
+        for slot in self.datapath.live_slots(0)? {
+            if !used_slots.contains(&slot) {
+                self.datapath.write_fault(slot, &FlFault::default())?;
+            }
+        }
+        let entries = self.index.entries();
+        for (key, candidates) in &entries {
+            self.datapath.set_prefix(key, candidates)?;
+        }
+        let wanted: BTreeSet<PrefixKey> = entries.iter().map(|(key, _)| *key).collect();
+        for key in self.datapath.prefix_keys()? {
+            if !wanted.contains(&key) {
+                self.datapath.delete_prefix(&key)?;
+            }
+        }
+        let attached: BTreeSet<u32> = self.devices.keys().map(|d| d.ifindex).collect();
+        let ifbs: BTreeMap<u32, &DelayQdiscs> = self
+            .delays
+            .values()
+            .filter_map(|d| Some((d.ifb()?, d)))
+            .collect();
+        let rooted: BTreeMap<u32, &DelayQdiscs> = self
+            .delays
+            .iter()
+            .filter(|(_, d)| d.original_root().is_some())
+            .map(|(key, d)| (key.ifindex, d))
+            .collect();
+        for (ifindex, name) in link::list_links()? {
+            if link::is_our_ifb(&name) {
+                match ifbs.get(&ifindex) {
+                    Some(delays) => remove_unlisted_classes(ifindex, delays)?,
+                    None => link::delete_link(ifindex)?,
+                }
+                continue;
+            }
+            if !attached.contains(&ifindex) {
+                remove_unlisted_filters(ifindex, &name)?;
+            }
+            if qdisc::root_is_ours(ifindex)? {
+                match rooted.get(&ifindex) {
+                    Some(delays) => remove_unlisted_classes(ifindex, delays)?,
+                    None => qdisc::delete_root(ifindex)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the namespace's pins (its maps go when the last program using them does).
+    pub fn remove_pins(&self) {
+        if let Err(e) = pins::remove_dir(&self.pin_dir) {
+            tracing::warn!(dir = %self.pin_dir.display(), error = %e, "cannot remove pins");
+        }
+    }
+
+    /// The devices as the journal records them.
+    pub fn device_records(&self) -> Vec<DeviceRecord> {
+        self.devices
+            .iter()
+            .map(|(key, device)| {
+                let delays = self.delays.get(key);
+                DeviceRecord {
+                    name: key.name.clone(),
+                    ifindex: key.ifindex,
+                    created_clsact: device.created_clsact,
+                    original_root: delays.and_then(|d| d.original_root().cloned()),
+                    ifb: delays.and_then(DelayQdiscs::ifb),
+                }
+            })
+            .collect()
+    }
+
+    /// Moves a fault's kernel deadline.
+    pub fn set_deadline(&mut self, slot: u32, deadline_ns: u64) -> Result<(), KernelError> {
+        let mut value = self.datapath.read_fault(slot)?;
+        value.deadline_ns = deadline_ns;
+        self.datapath.write_fault(slot, &value)
     }
 
     pub fn path(&self) -> &Path {
@@ -91,21 +265,6 @@ impl Namespace {
 
     pub fn is_idle(&self) -> bool {
         self.devices.is_empty() && self.delays.is_empty()
-    }
-
-    pub fn devices(&self) -> impl Iterator<Item = (DeviceKey, bool)> + '_ {
-        self.devices
-            .iter()
-            .map(|(key, d)| (key.clone(), d.created_clsact))
-    }
-
-    /// Marks the device's clsact as ours to remove (an earlier faultd added it).
-    pub fn adopt_clsact(&mut self, name: &str) {
-        for (key, device) in &mut self.devices {
-            if key.name == name {
-                device.created_clsact = true;
-            }
-        }
     }
 
     pub fn read_counters(&self, slot: u32) -> Result<FlCounters, KernelError> {
@@ -324,7 +483,7 @@ impl Namespace {
 fn remove_clsact_if_unused(ifindex: u32) -> Result<(), KernelError> {
     let mut foreign = 0;
     for hook in Hook::ALL {
-        foreign += tc::foreign_filters(ifindex, hook)?;
+        foreign += tc::filters(ifindex, hook)?.foreign;
     }
     if foreign == 0 {
         tc::delete_clsact(ifindex)?;
@@ -332,16 +491,44 @@ fn remove_clsact_if_unused(ifindex: u32) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Removes what an earlier faultd attached to `dev` (the thread must be in its namespace).
-pub fn remove_attachment(dev: &str, created_clsact: bool) -> Result<(), KernelError> {
-    let Ok(ifindex) = kernel::ifindex(dev) else {
-        return Ok(()); // The device is gone, and its filters with it.
-    };
+/// Detaches filters of ours nobody accounts for; a clsact that held nothing else goes too,
+/// as whoever added it (a faultd whose journal was lost) cannot be told.
+fn remove_unlisted_filters(ifindex: u32, name: &str) -> Result<(), KernelError> {
+    let mut ours = 0;
     for hook in Hook::ALL {
-        bpf::detach(dev, hook)?;
+        ours += tc::filters(ifindex, hook)?.ours;
     }
-    if created_clsact {
-        remove_clsact_if_unused(ifindex)?;
+    if ours == 0 {
+        return Ok(());
+    }
+    tracing::info!(dev = name, "removing filters no fault accounts for");
+    for hook in Hook::ALL {
+        bpf::detach(name, hook)?;
+    }
+    remove_clsact_if_unused(ifindex)
+}
+
+fn remove_unlisted_classes(ifindex: u32, delays: &DelayQdiscs) -> Result<(), KernelError> {
+    for minor in qdisc::delay_classes(ifindex)? {
+        if !delays.has_minor(minor) {
+            qdisc::delete_delay_class(ifindex, minor)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes every object of ours from the thread's namespace: for a namespace no journal
+/// accounts for.
+pub fn sweep_unaccounted() -> Result<(), KernelError> {
+    for (ifindex, name) in link::list_links()? {
+        if link::is_our_ifb(&name) {
+            link::delete_link(ifindex)?;
+            continue;
+        }
+        remove_unlisted_filters(ifindex, &name)?;
+        if qdisc::root_is_ours(ifindex)? {
+            qdisc::delete_root(ifindex)?;
+        }
     }
     Ok(())
 }

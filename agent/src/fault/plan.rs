@@ -196,6 +196,13 @@ impl PrefixIndex {
         })
     }
 
+    /// Every entry the trie should hold.
+    pub fn entries(&self) -> Vec<(PrefixKey, FlCandidates)> {
+        let all: Vec<PrefixKey> = self.owners.keys().copied().collect();
+        // Lists that were written before cannot overflow now.
+        self.entries_within(&all).unwrap_or_default()
+    }
+
     pub fn remove(&mut self, slot: u32, keys: &[PrefixKey]) -> TrieChanges {
         let delete = self.forget(slot, keys);
         // Shrinking lists cannot overflow.

@@ -12,8 +12,9 @@ use aya::{
         SchedClassifier,
     },
     util::nr_cpus,
-    Ebpf,
+    Ebpf, EbpfLoader,
 };
+use std::path::Path;
 
 use super::{
     abi::{
@@ -79,10 +80,22 @@ fn prog_err(what: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> K
 }
 
 impl Datapath {
-    /// Loads the programs and creates fresh maps. Fails with `Unsupported` on kernels that
-    /// cannot run them.
-    pub fn load() -> Result<Self, KernelError> {
-        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| KernelError::Unsupported {
+    /// Loads the programs. With `pins`, the maps are the ones pinned in that directory (an
+    /// earlier faultd's, faults and counters included) or, where none is, new ones pinned
+    /// there; without, fresh unpinned maps. Fails with `Unsupported` on kernels that cannot
+    /// run the programs.
+    pub fn load(pins: Option<&Path>) -> Result<Self, KernelError> {
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = pins {
+            std::fs::create_dir_all(dir).map_err(|source| KernelError::Syscall {
+                call: "create pin directory",
+                source,
+            })?;
+            for map in [MAP_FAULTS, MAP_COUNTERS, MAP_PREFIXES] {
+                loader.map_pin_path(map, dir.join(map));
+            }
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| KernelError::Unsupported {
             feature: "eBPF tc programs",
             detail: e.to_string(),
         })?;
@@ -140,6 +153,37 @@ impl Datapath {
             .map_err(prog_err("take tc link"))?;
         std::mem::forget(link);
         Ok(())
+    }
+
+    pub fn read_fault(&self, slot: u32) -> Result<FlFault, KernelError> {
+        self.faults.get(&slot, 0).map_err(map_err(MAP_FAULTS))
+    }
+
+    /// Slots holding a fault whose kernel deadline has not passed.
+    pub fn live_slots(&self, now_ns: u64) -> Result<Vec<u32>, KernelError> {
+        let mut live = Vec::new();
+        for (slot, fault) in self.faults.iter().enumerate() {
+            if fault.map_err(map_err(MAP_FAULTS))?.deadline_ns > now_ns {
+                live.push(slot as u32);
+            }
+        }
+        Ok(live)
+    }
+
+    /// Every key in the prefix trie.
+    pub fn prefix_keys(&self) -> Result<Vec<PrefixKey>, KernelError> {
+        self.prefixes
+            .keys()
+            .map(|key| {
+                let key = key.map_err(map_err(MAP_PREFIXES))?;
+                let data = key.data();
+                Ok(PrefixKey {
+                    ifindex: data.ifindex,
+                    addr: data.addr,
+                    len: key.prefix_len().saturating_sub(PREFIX_IFINDEX_BITS),
+                })
+            })
+            .collect()
     }
 
     pub fn write_fault(&mut self, slot: u32, value: &FlFault) -> Result<(), KernelError> {

@@ -1,5 +1,5 @@
-//! The only code that touches the kernel: eBPF programs and maps (`bpf`), tc objects over
-//! rtnetlink (`tc`), and network namespaces (`netns`). Everything above is plain Rust.
+//! The only code that touches the kernel: eBPF programs and maps (`bpf`, pinned in `pins`),
+//! tc objects over rtnetlink (`tc`, `qdisc`, `link`), and network namespaces (`netns`). Everything above is plain Rust.
 
 pub mod abi;
 pub mod bpf;
@@ -7,6 +7,7 @@ pub mod link;
 pub mod netem;
 pub mod netem_dist;
 pub mod netns;
+pub mod pins;
 pub mod probe;
 pub mod qdisc;
 pub mod rtnl;

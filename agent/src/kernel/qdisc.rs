@@ -11,6 +11,7 @@ use netlink_packet_route::{
     tc::{TcAttribute, TcHandle, TcMessage, TcOption},
     RouteNetlinkMessage,
 };
+use serde::{Deserialize, Serialize};
 
 use super::{
     rtnl::{self, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE},
@@ -41,13 +42,15 @@ pub fn class_handle(minor: u16) -> u32 {
     ROOT_HANDLE | u32::from(minor)
 }
 
-/// A device's root qdisc as found before we replaced it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A device's root qdisc as found before we replaced it; journaled, so that a later faultd
+/// can still put it back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootQdisc {
     handle: u32,
     kind: String,
-    /// Kind-specific attributes (options, size table) to recreate a configured qdisc.
-    attributes: Vec<TcAttribute>,
+    /// Kind-specific attributes (options, size table) as raw netlink attributes (type,
+    /// payload), to recreate a configured qdisc byte for byte.
+    attributes: Vec<(u16, Vec<u8>)>,
 }
 
 impl RootQdisc {
@@ -148,7 +151,7 @@ pub fn root_qdisc(ifindex: u32) -> Result<Option<RootQdisc>, KernelError> {
                         TcAttribute::Other(nla) => matches!(nla.kind(), TCA_OPTIONS | TCA_STAB),
                         _ => false,
                     })
-                    .map(unwrap_raw_options)
+                    .map(raw_attribute)
                     .collect();
                 Some(RootQdisc {
                     handle: u32::from(q.header.handle),
@@ -161,20 +164,25 @@ pub fn root_qdisc(ifindex: u32) -> Result<Option<RootQdisc>, KernelError> {
     })
 }
 
-/// The parser keeps the options of kinds it does not know (e.g. pfifo's raw `tc_fifo_qopt`)
-/// as one nested attribute; sent back like that they would gain a second header.
-fn unwrap_raw_options(attribute: &TcAttribute) -> TcAttribute {
+/// An attribute as (type, payload) bytes. The parser keeps the options of kinds it does not
+/// know (e.g. pfifo's raw `tc_fifo_qopt`) as one nested attribute; sent back like that they
+/// would gain a second header, so that one is unwrapped.
+fn raw_attribute(attribute: &TcAttribute) -> (u16, Vec<u8>) {
     if let TcAttribute::Options(options) = attribute {
         if let [TcOption::Other(raw)] = options.as_slice() {
             if raw.kind() == TCA_OPTIONS {
                 let mut value = vec![0; raw.value_len()];
                 raw.emit_value(&mut value);
-                return TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, value));
+                return (TCA_OPTIONS, value);
             }
         }
     }
-    attribute.clone()
+    let mut value = vec![0; attribute.value_len()];
+    attribute.emit_value(&mut value);
+    (attribute.kind() & !NLA_F_NESTED, value)
 }
+
+const NLA_F_NESTED: u16 = 0x8000;
 
 /// Replaces the root qdisc with our htb.
 pub fn install_root(ifindex: u32) -> Result<(), KernelError> {
@@ -190,15 +198,15 @@ pub fn install_root(ifindex: u32) -> Result<(), KernelError> {
 /// recreating it with its own attributes.
 pub fn restore_root(ifindex: u32, original: &RootQdisc) -> Result<(), KernelError> {
     if original.is_default() {
-        let ours = message(ifindex, ROOT, ROOT_HANDLE, "htb", None);
-        return rtnl::change_one(
-            "delete root htb",
-            RouteNetlinkMessage::DelQueueDiscipline(ours),
-            0,
-        );
+        return delete_root(ifindex);
     }
     let mut again = message(ifindex, ROOT, original.handle, &original.kind, None);
-    again.attributes.extend(original.attributes.iter().cloned());
+    again.attributes.extend(
+        original
+            .attributes
+            .iter()
+            .map(|(kind, value)| TcAttribute::Other(DefaultNla::new(*kind, value.clone()))),
+    );
     rtnl::change_one(
         "restore root qdisc",
         RouteNetlinkMessage::NewQueueDiscipline(again),
@@ -241,6 +249,44 @@ pub fn add_delay_class(
         }
         added
     })
+}
+
+/// Whether the root qdisc of `ifindex` is our htb.
+pub fn root_is_ours(ifindex: u32) -> Result<bool, KernelError> {
+    Ok(root_qdisc(ifindex)?.is_some_and(|root| root.handle == ROOT_HANDLE))
+}
+
+/// The minors of the classes under our root htb on `ifindex`.
+pub fn delay_classes(ifindex: u32) -> Result<Vec<u16>, KernelError> {
+    rtnl::run("dump classes", |mut handle| async move {
+        let all = rtnl::dump(
+            &mut handle,
+            RouteNetlinkMessage::GetTrafficClass(TcMessage::with_index(ifindex as i32)),
+        )
+        .await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewTrafficClass(c)
+                    if c.header.index == ifindex as i32
+                        && u32::from(c.header.handle) & 0xffff_0000 == ROOT_HANDLE =>
+                {
+                    Some(u32::from(c.header.handle) as u16)
+                }
+                _ => None,
+            })
+            .collect())
+    })
+}
+
+/// Deletes our root htb from `ifindex`, whatever it was before (the kernel's default returns).
+pub fn delete_root(ifindex: u32) -> Result<(), KernelError> {
+    let ours = message(ifindex, ROOT, ROOT_HANDLE, "htb", None);
+    rtnl::change_one(
+        "delete root htb",
+        RouteNetlinkMessage::DelQueueDiscipline(ours),
+        0,
+    )
 }
 
 /// Deletes class fa17:`minor` and its netem leaf.

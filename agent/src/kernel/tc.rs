@@ -9,23 +9,42 @@ use super::{
 use futures::TryStreamExt;
 use netlink_packet_route::tc::{TcAttribute, TcHandle};
 
-/// Counts the filters on `hook` of `ifindex` that are not ours.
-pub fn foreign_filters(ifindex: u32, hook: Hook) -> Result<usize, KernelError> {
+/// Filters on one hook of a device: ours and everyone else's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterCount {
+    pub ours: usize,
+    pub foreign: usize,
+}
+
+/// Counts the filters on `hook` of `ifindex` (none when the device has no clsact).
+pub fn filters(ifindex: u32, hook: Hook) -> Result<FilterCount, KernelError> {
     rtnl::run("dump filters", |handle| async move {
         let request = handle.traffic_filter(ifindex as i32).get();
         let request = match hook {
             Hook::Egress => request.egress(),
             Hook::Ingress => request.ingress(),
         };
-        let filters: Vec<_> = request.execute().try_collect().await?;
-        Ok(filters
-            .iter()
-            .filter(|m| u32::from(m.header.handle) != 0)
-            .filter(|m| {
-                let priority = (m.header.info >> 16) as u16;
-                !(priority == FILTER_PRIORITY && u32::from(m.header.handle) == FILTER_HANDLE)
-            })
-            .count())
+        let filters: Vec<_> = match request.execute().try_collect().await {
+            Ok(filters) => filters,
+            // No clsact on the device: no filters.
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.raw_code().abs() == libc::EINVAL || e.raw_code().abs() == libc::ENOENT =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        let mut count = FilterCount::default();
+        // Each filter is also reported as a chain head with handle 0.
+        for m in filters.iter().filter(|m| u32::from(m.header.handle) != 0) {
+            let priority = (m.header.info >> 16) as u16;
+            if priority == FILTER_PRIORITY && u32::from(m.header.handle) == FILTER_HANDLE {
+                count.ours += 1;
+            } else {
+                count.foreign += 1;
+            }
+        }
+        Ok(count)
     })
 }
 
