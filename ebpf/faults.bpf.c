@@ -40,6 +40,13 @@ struct {
 	__type(value, struct fl_candidates);
 } fl_prefixes SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fl_protected_list);
+} fl_protected SEC(".maps");
+
 /* A packet seen from this host: local is our side whichever way it travels. */
 struct fl_packet {
 	__u32 local[4];
@@ -100,6 +107,14 @@ static __always_inline int fl_parse(struct __sk_buff *skb, int dir, struct fl_pa
 		fl_copy_v6(dst, &ip6.daddr);
 		pkt->proto = ip6.nexthdr;
 		l4_off = ETH_HLEN + sizeof(ip6);
+		/* Neighbour discovery is IPv6's ARP: it passes as ARP does, so a fault cannot make
+		 * a peer it spares (a protected one, another port's flows) unreachable. */
+		if (pkt->proto == IPPROTO_ICMPV6) {
+			__u8 type;
+
+			if (bpf_skb_load_bytes(skb, l4_off, &type, 1) == 0 && type >= 133 && type <= 137)
+				return -1;
+		}
 	} else {
 		return -1;
 	}
@@ -131,6 +146,36 @@ static __always_inline int fl_cidr_contains(const struct fl_cidr *cidr, const __
 	       ((addr[1] & cidr->mask[1]) == cidr->addr[1]) &&
 	       ((addr[2] & cidr->mask[2]) == cidr->addr[2]) &&
 	       ((addr[3] & cidr->mask[3]) == cidr->addr[3]);
+}
+
+static __always_inline int fl_port_range_has(const struct fl_port_range *range, __u16 port)
+{
+	return port >= range->first && port <= range->last;
+}
+
+/* Whether the policy protects the packet: then no fault may touch it. */
+static __always_inline int fl_is_protected(const struct fl_packet *pkt)
+{
+	__u32 zero = 0;
+	struct fl_protected_list *list = bpf_map_lookup_elem(&fl_protected, &zero);
+
+	if (!list)
+		return 0;
+	for (int i = 0; i < FL_MAX_PROTECTED; i++) {
+		const struct fl_protected *p;
+
+		if (i >= list->count)
+			break;
+		p = &list->entries[i];
+		if (p->proto && p->proto != pkt->proto)
+			continue;
+		if (!fl_cidr_contains(&p->cidr, pkt->local) && !fl_cidr_contains(&p->cidr, pkt->remote))
+			continue;
+		if (fl_port_range_has(&p->ports, pkt->local_port) ||
+		    fl_port_range_has(&p->ports, pkt->remote_port))
+			return 1;
+	}
+	return 0;
 }
 
 static __always_inline int fl_port_in(const struct fl_port_range *ranges, __u8 count, __u16 port)
@@ -293,6 +338,9 @@ static __always_inline int fl_handle(struct __sk_buff *skb, int dir)
 	__builtin_memcpy(key.addr, pkt.remote, sizeof(key.addr));
 	candidates = bpf_map_lookup_elem(&fl_prefixes, &key);
 	if (!candidates)
+		return TC_ACT_UNSPEC;
+	/* Only packets some fault may match pay for the pass-list. */
+	if (fl_is_protected(&pkt))
 		return TC_ACT_UNSPEC;
 
 	now = bpf_ktime_get_ns();

@@ -272,6 +272,8 @@ pub struct FaultView {
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Applied,
+    /// Its deadline moved (`renew`).
+    Renewed,
     Expired,
     Revoked,
     /// The agent could not remove (or fully remove) a fault's kernel state.

@@ -17,6 +17,7 @@
 #define FL_MAX_CANDIDATES 32     /* faults that may overlap one remote address on one device */
 #define FL_MAX_LOCAL_CIDRS 8     /* `src` CIDRs per fault */
 #define FL_MAX_PORT_RANGES 8     /* `sport` / `dport` ranges per fault */
+#define FL_MAX_PROTECTED 32      /* the policy's protected targets */
 
 /* Index of the per-direction counters. */
 #define FL_DIR_EGRESS 0
@@ -103,6 +104,20 @@ struct fl_prefix_key {
 struct fl_candidates {
 	__u32 count;
 	__u32 slots[FL_MAX_CANDIDATES];
+};
+
+/* Traffic no fault may touch (the policy's protected targets), checked before any fault. */
+struct fl_protected {
+	struct fl_cidr cidr;        /* either side's address */
+	struct fl_port_range ports; /* either side's port; 0-65535 = any port */
+	__u8 proto;                 /* IPPROTO_*; 0 = any */
+	__u8 pad[3];
+};
+
+/* The single value of fl_protected_list. */
+struct fl_protected_list {
+	__u32 count;
+	struct fl_protected entries[FL_MAX_PROTECTED];
 };
 
 #endif

@@ -34,6 +34,53 @@ pub fn bpf_filter_count(netns: &str, dev: &str) -> usize {
         .sum()
 }
 
+/// Every object of faultd's on `dev` and in its namespace, described; empty when none is
+/// left: our bpf filters, a clsact holding nothing else (only faultd adds one in the lab),
+/// our htb root or classes, our ifb devices.
+pub fn leftovers(netns: &str, dev: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let filters = bpf_filter_count(netns, dev);
+    if filters > 0 {
+        found.push(format!("{filters} bpf filters on {dev}"));
+    }
+    if has_clsact(netns, dev) {
+        found.push(format!("clsact on {dev}"));
+    }
+    let qdiscs = tc(netns, &["qdisc", "show", "dev", dev]);
+    if qdiscs.contains("qdisc htb fa17:") {
+        found.push(format!("htb root on {dev}"));
+    }
+    let links = Command::new("ip")
+        .args(["-n", netns, "-o", "link", "show"])
+        .output()
+        .expect("spawn ip");
+    for line in String::from_utf8_lossy(&links.stdout).lines() {
+        if let Some(name) = line.split(": ").nth(1).filter(|n| n.starts_with("flifb")) {
+            found.push(format!("ifb {name}"));
+        }
+    }
+    found
+}
+
+/// Files and directories left under a faultd's pin root.
+pub fn pins_left(pin_root: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(pin_root) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .flat_map(|dir| {
+            let inner: Vec<String> = std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .map(|f| f.path().display().to_string())
+                .collect();
+            std::iter::once(dir.path().display().to_string()).chain(inner)
+        })
+        .collect()
+}
+
 /// The namespace's SNMP counters (/proc/net/snmp and /proc/net/snmp6), keyed
 /// "Proto:Field", e.g. "Tcp:RetransSegs" or "Udp6:RcvbufErrors".
 pub fn snmp(netns: &str) -> HashMap<String, u64> {

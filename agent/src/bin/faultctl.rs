@@ -1,29 +1,41 @@
 //! faultctl: the operator's and drill script's client for faultd.
 //!
 //! Exit codes (stable, for scripts): 0 success; 1 an unexpected error; 2 a usage error;
-//! 3 faultd refused the request; 4 faultd cannot be reached.
+//! 3 faultd refused the request (`forbidden` included); 4 faultd cannot be reached or is busy,
+//! so trying again later may succeed.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    io,
+    path::PathBuf,
+    process::ExitCode,
+    sync::mpsc::{self, RecvTimeoutError},
+    time::Duration,
+};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use faultline::{
     control::{
         client::{Client, ClientError},
         DEFAULT_SOCKET,
     },
-    proto::FaultView,
+    proto::{ErrorCode, FaultView},
 };
+use nix::sys::signal::{SigSet, Signal};
 use serde_json::{json, Map, Value};
 
 const EXIT_ERROR: u8 = 1;
 const EXIT_REJECTED: u8 = 3;
 const EXIT_UNREACHABLE: u8 = 4;
 
+/// How often a faultctl holding a leased fault checks that the fault is still active.
+const LEASE_POLL: Duration = Duration::from_millis(200);
+
 /// Inject network faults through faultd.
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 refused by faultd, 4 faultd unreachable."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 refused by faultd (e.g. forbidden), \
+                  4 faultd unreachable or busy (try again later)."
 )]
 struct Cli {
     /// faultd's socket.
@@ -90,11 +102,13 @@ enum Cmd {
     /// Revoke one fault.
     #[command(alias = "revoke")]
     Rm { fault_id: String },
+    /// Give a fault DURATION from now (within faultd's maximum), e.g. `renew f1a2b3c4d 30s`.
+    Renew { fault_id: String, duration: String },
     /// Revoke every fault (the kill switch).
     Clear,
     /// Print events (applied, expired, revoked, error) as they happen.
     Watch,
-    /// Show the agent's version, kernel features and limits.
+    /// Show the agent's version, kernel features, limits and the policy in force.
     Status,
 }
 
@@ -215,6 +229,16 @@ struct CommonArgs {
     /// Makes a retried apply idempotent: the same key returns the same fault.
     #[arg(long)]
     key: Option<String>,
+    /// `connection`: hold the fault only while faultctl runs. faultctl stays connected until
+    /// the fault ends, or until SIGINT/SIGTERM, when it revokes the fault and exits 0; if
+    /// faultctl dies, faultd revokes the fault as the connection closes.
+    #[arg(long, value_enum, value_name = "connection")]
+    lease: Option<LeaseArg>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LeaseArg {
+    Connection,
 }
 
 fn main() -> ExitCode {
@@ -224,6 +248,8 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = match &e {
                 ClientError::Connect { .. } => EXIT_UNREACHABLE,
+                // Too many connections or idle too long: a retry later may be served.
+                ClientError::Rejected(body) if body.code == ErrorCode::Busy => EXIT_UNREACHABLE,
                 ClientError::Rejected(_) => EXIT_REJECTED,
                 ClientError::Io(_) | ClientError::Protocol(_) => EXIT_ERROR,
             };
@@ -297,6 +323,11 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
             let result = client.request("revoke", json!({"fault_id": fault_id}))?;
             print_fault(cli, result)
         }
+        Cmd::Renew { fault_id, duration } => {
+            let result =
+                client.request("renew", json!({"fault_id": fault_id, "duration": duration}))?;
+            print_fault(cli, result)
+        }
         Cmd::Clear => {
             let result = client.request("clear", json!({}))?;
             if cli.json {
@@ -340,6 +371,7 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
                 println!("features      {}", result["features"]);
                 println!("limits        {}", result["limits"]);
                 println!("active faults {}", result["active_faults"]);
+                print_policy(&result["policy"]);
             }
             Ok(())
         }
@@ -389,7 +421,18 @@ fn apply(
     if let Some(key) = &common.key {
         args["key"] = json!(key);
     }
+    // Taken before the apply, so that no signal can end faultctl between the apply and the hold.
+    let signals = match common.lease {
+        Some(LeaseArg::Connection) => {
+            args["lease"] = json!("connection");
+            Some(stop_signals()?)
+        }
+        None => None,
+    };
     let result = client.request("apply", args)?;
+    let id = result["id"].as_str().unwrap_or_default().to_owned();
+    // A `key` replay returns the fault applied earlier, which this connection may not hold.
+    let held = result["lease"] == "connection";
     if cli.json {
         println!("{result}");
     } else {
@@ -401,7 +444,79 @@ fn apply(
             view.fault.duration.unwrap_or_default()
         );
     }
-    Ok(())
+    match signals {
+        Some(_) if !held => {
+            eprintln!("faultctl: {id} already existed without a lease; not holding it");
+            Ok(())
+        }
+        Some(signals) => hold(cli, client, &id, &signals),
+        None => Ok(()),
+    }
+}
+
+/// SIGINT and SIGTERM, blocked in this thread (and the threads it starts later) and delivered
+/// on a channel instead of ending the process.
+fn stop_signals() -> Result<mpsc::Receiver<Signal>, ClientError> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block().map_err(io::Error::from)?;
+    let (sender, receiver) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            while let Ok(signal) = set.wait() {
+                if sender.send(signal).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(receiver)
+}
+
+/// Keeps the connection, and with it a leased fault, until the fault ends or a signal comes.
+/// faultd would revoke the fault anyway when the connection closes; the explicit revoke on a
+/// signal reports the final counters and leaves nothing to the order of events in faultd.
+fn hold(
+    cli: &Cli,
+    client: &mut Client,
+    id: &str,
+    signals: &mpsc::Receiver<Signal>,
+) -> Result<(), ClientError> {
+    if !cli.json {
+        eprintln!("faultctl: holding {id} until it ends; Ctrl-C revokes it");
+    }
+    let not_found =
+        |e: &ClientError| matches!(e, ClientError::Rejected(b) if b.code == ErrorCode::NotFound);
+    loop {
+        match signals.recv_timeout(LEASE_POLL) {
+            Ok(signal) => {
+                return match client.request("revoke", json!({"fault_id": id})) {
+                    Ok(view) => {
+                        if !cli.json {
+                            println!("{signal}: revoked {id}");
+                        }
+                        print_fault(cli, view)
+                    }
+                    Err(e) if not_found(&e) => Ok(()),
+                    Err(e) => Err(e),
+                };
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            // The signal thread could not wait (it cannot fail on a valid set): poll on.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(LEASE_POLL),
+        }
+        match client.request("get", json!({"fault_id": id})) {
+            Ok(_) => {}
+            Err(e) if not_found(&e) => {
+                if !cli.json {
+                    println!("{id} has ended");
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn burst_json(text: &str) -> Result<Value, ClientError> {
@@ -547,6 +662,120 @@ fn summary_of(fault: &Value) -> String {
         parts.push(format!("flows={flows}"));
     }
     parts.join(" ")
+}
+
+/// The `policy` object of `hello`, as a section of `faultctl status`.
+fn print_policy(policy: &Value) {
+    if !policy.is_object() {
+        println!("policy        not reported by this faultd");
+        return;
+    }
+    let any = |v: &Value| -> String {
+        match v {
+            Value::Null => "any".to_owned(),
+            Value::Array(items) if items.is_empty() => "none".to_owned(),
+            Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(", "),
+            other => text(other),
+        }
+    };
+    println!(
+        "policy        {}",
+        policy["file"]
+            .as_str()
+            .unwrap_or("none (no restrictions beyond faultd's flags)")
+    );
+    let limits = &policy["limits"];
+    let set: Vec<String> = [
+        "max_duration",
+        "default_duration",
+        "max_faults",
+        "max_loss_percent",
+    ]
+    .into_iter()
+    .filter(|name| !limits[*name].is_null())
+    .map(|name| format!("{name} {}", text(&limits[name])))
+    .collect();
+    if !set.is_empty() {
+        println!("  limits      {}", set.join(", "));
+    }
+    println!("  devices     {}", any(&policy["targets"]["devices"]));
+    println!("  namespaces  {}", any(&policy["targets"]["namespaces"]));
+    let protected: Vec<String> = policy["protected"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let mut entry = text(&p["cidr"]);
+            if let Some(proto) = p["proto"].as_str() {
+                entry = format!("{entry} {proto}");
+            }
+            if let Some(ports) = p["ports"].as_str() {
+                entry = format!("{entry} port {ports}");
+            }
+            entry
+        })
+        .collect();
+    if !protected.is_empty() {
+        println!("  protected   {}", protected.join("; "));
+    }
+    let windows: Vec<String> = policy["windows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            format!(
+                "{} {}-{} {}",
+                any(&w["days"]).replace(", ", ","),
+                text(&w["start"]),
+                text(&w["end"]),
+                text(&w["utc_offset"])
+            )
+        })
+        .collect();
+    println!(
+        "  windows     {}",
+        if windows.is_empty() {
+            "any time".to_owned()
+        } else {
+            windows.join("; ")
+        }
+    );
+    let access = &policy["access"];
+    if access.is_null() {
+        println!("  access      whoever can open the socket");
+    } else {
+        let ids = |kind: &str| -> Vec<String> {
+            ["uids", "gids"]
+                .into_iter()
+                .filter_map(|ids| {
+                    let key = format!("{kind}{ids}");
+                    let list = access[key.as_str()].as_array().filter(|l| !l.is_empty())?;
+                    Some(format!("{ids} {}", any(&Value::Array(list.clone()))))
+                })
+                .collect()
+        };
+        let full = ids("");
+        let read_only = ids("read_only_");
+        let or = |list: Vec<String>, none: &str| {
+            if list.is_empty() {
+                none.to_owned()
+            } else {
+                list.join(", ")
+            }
+        };
+        println!(
+            "  access      full: {}; read-only: {}",
+            or(full, "root only"),
+            or(read_only, "none")
+        );
+    }
+}
+
+/// A JSON value as plain text: strings without their quotes.
+fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
 }
 
 fn print_table(faults: &[FaultView]) {

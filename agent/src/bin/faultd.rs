@@ -26,7 +26,7 @@ use faultline::{
     },
     engine::{self, Command, EngineConfig, EngineHandle, DEFAULT_MAX_FAULTS},
     fault::{spec::DurationLimits, values::parse_duration},
-    policy::Policy,
+    policy::{self, Policy},
 };
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -35,8 +35,6 @@ enum LogFormat {
     Text,
     Json,
 }
-
-const DEFAULT_POLICY: &str = "/etc/faultline/faultd.toml";
 
 /// The faultline agent: injects network faults at kernel speed, controlled over a unix socket.
 #[derive(Debug, Parser)]
@@ -53,7 +51,7 @@ struct Args {
     #[arg(long, default_value = "/sys/fs/bpf/faultline")]
     pin_dir: PathBuf,
     /// Policy file (docs/policy.md); a missing file at the default path means no policy.
-    #[arg(long, default_value = DEFAULT_POLICY)]
+    #[arg(long, default_value = policy::DEFAULT_PATH)]
     config: PathBuf,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -143,16 +141,19 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if args.max_faults == 0 || args.max_faults > DEFAULT_MAX_FAULTS {
         bail!("--max-faults must be in 1..={DEFAULT_MAX_FAULTS}");
     }
-    let policy = if args.config == std::path::Path::new(DEFAULT_POLICY) {
+    let policy = if args.config == std::path::Path::new(policy::DEFAULT_PATH) {
         Policy::load_or_default(&args.config)
     } else {
         Policy::load(&args.config)
     }
     .context("loading the policy")?;
+    // The policy's maximum is the policy's to enforce (`forbidden`, naming the rule); its
+    // default stands in for the flag's, within both maximums.
     let (policy_default, policy_max) = policy.durations();
+    let max = policy_max.map_or(args.max_duration, |max| max.min(args.max_duration));
     let durations = DurationLimits {
-        default: policy_default.or(args.default_duration),
-        max: policy_max.map_or(args.max_duration, |max| max.min(args.max_duration)),
+        default: policy_default.or(args.default_duration).map(|d| d.min(max)),
+        max: args.max_duration,
     };
     let max_faults = policy
         .max_faults()
@@ -246,8 +247,10 @@ fn reap(args: &Args) -> anyhow::Result<()> {
     // Returns at end-of-file: faultd has exited, cleanly or not.
     let _ = std::io::stdin().read_to_end(&mut rest);
     let Some(ownership) = ownership::try_acquire_for_reaper(&args.state_dir)? else {
-        return Ok(()); // A new faultd already owns the state.
+        tracing::debug!("a new faultd owns the state; the reaper has nothing to do");
+        return Ok(());
     };
+    tracing::debug!("faultd is gone; the reaper takes over what it left");
     let config = EngineConfig {
         state_dir: args.state_dir.clone(),
         pin_root: args.pin_dir.clone(),

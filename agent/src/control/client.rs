@@ -55,9 +55,17 @@ impl Client {
         if let (Some(request), Value::Object(args)) = (request.as_object_mut(), args) {
             request.extend(args);
         }
-        writeln!(self.writer, "{request}")?;
-        let response = self.read_line()?;
-        if response.get("id") != Some(&json!(self.next_id)) {
+        let sent = writeln!(self.writer, "{request}");
+        // faultd may have answered and closed before reading (e.g. `busy`): its line says why.
+        let response = match (sent, self.read_line()) {
+            (_, Ok(response)) => response,
+            (Err(e), Err(_)) => return Err(e.into()),
+            (Ok(()), Err(e)) => return Err(e),
+        };
+        // A connection-level refusal answers no request in particular.
+        let connection_level = response.get("id") == Some(&Value::Null)
+            && response.get("ok") == Some(&Value::Bool(false));
+        if !connection_level && response.get("id") != Some(&json!(self.next_id)) {
             return Err(ClientError::Protocol(format!(
                 "response for another request: {response}"
             )));

@@ -86,6 +86,19 @@ fn holder(dir: &Path) -> Option<(Role, i32)> {
     Some((role, pid.parse().ok()?))
 }
 
+/// Whether `pid` is a running process (a zombie, being dead, is not).
+fn alive(pid: i32) -> bool {
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}
+
 fn claim(dir: &Path, lock: Flock<File>, role: Role) -> Result<Ownership, OwnershipError> {
     let record = format!("{} {}\n", role.name(), std::process::id());
     fs::write(dir.join("owner"), record).map_err(|source| OwnershipError::Io {
@@ -98,12 +111,13 @@ fn claim(dir: &Path, lock: Flock<File>, role: Role) -> Result<Ownership, Ownersh
 /// Takes the state directory for a faultd; a reaper holding it is asked to hand over.
 pub fn acquire(dir: &Path) -> Result<Ownership, OwnershipError> {
     let mut asked: Option<(i32, Instant)> = None;
+    let started = Instant::now();
     loop {
         if let Some(lock) = try_lock(dir)? {
             return claim(dir, lock, Role::Faultd);
         }
         match (holder(dir), asked) {
-            (Some((Role::Faultd, pid)), _) => {
+            (Some((Role::Faultd, pid)), _) if alive(pid) => {
                 return Err(OwnershipError::InUse {
                     pid,
                     dir: dir.to_owned(),
@@ -120,17 +134,33 @@ pub fn acquire(dir: &Path) -> Result<Ownership, OwnershipError> {
                     dir: dir.to_owned(),
                 })
             }
-            // The holder has not said who it is yet, or is handing over.
+            (None | Some((Role::Faultd, _)), None) if started.elapsed() > HAND_OVER_WAIT => {
+                return Err(OwnershipError::Io {
+                    dir: dir.to_owned(),
+                    source: io::Error::other("owner.lock stays locked by an unknown process"),
+                })
+            }
+            // The holder has not said who it is yet (the file names a dead faultd), or
+            // is handing over.
             _ => {}
         }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// Takes the state directory for a reaper, unless a new faultd already has it.
+/// Takes the state directory for a reaper, unless a new faultd (or reaper) already has it.
+/// The faultd that just died may not have released its lock yet: the kernel closes a dying
+/// process's files one by one, so the reaper can see end-of-file on its pipe first.
 pub fn try_acquire_for_reaper(dir: &Path) -> Result<Option<Ownership>, OwnershipError> {
-    match try_lock(dir)? {
-        Some(lock) => claim(dir, lock, Role::Reaper).map(Some),
-        None => Ok(None),
+    let started = Instant::now();
+    loop {
+        if let Some(lock) = try_lock(dir)? {
+            return claim(dir, lock, Role::Reaper).map(Some);
+        }
+        match holder(dir) {
+            Some((_, pid)) if alive(pid) => return Ok(None),
+            _ if started.elapsed() > HAND_OVER_WAIT => return Ok(None),
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
     }
 }

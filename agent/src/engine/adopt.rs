@@ -134,7 +134,8 @@ impl Engine {
             })
             .collect();
         let inside = netns.enter(&self.home)?;
-        let namespace = Namespace::adopt(netns, pin_dir, &record.devices, &adopted);
+        let namespace =
+            Namespace::adopt(netns, pin_dir, &record.devices, &adopted, &self.protected);
         drop(inside);
         self.namespaces.insert(id, namespace?);
         for fault in faults {

@@ -33,7 +33,7 @@ use crate::{
     },
     kernel::{
         self,
-        abi::{DIR_EGRESS, DIR_INGRESS, MAX_FAULTS},
+        abi::{FlProtectedList, DIR_EGRESS, DIR_INGRESS, MAX_FAULTS},
         bpf::{Datapath, Hook},
         netns::{Netns, NetnsId},
         pins,
@@ -78,6 +78,8 @@ pub enum EngineError {
     #[error("the policy forbids it: {0}")]
     Forbidden(Violation),
     #[error(transparent)]
+    Protected(#[from] plan::TooManyProtected),
+    #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error("the engine has stopped")]
     Stopped,
@@ -104,7 +106,7 @@ impl EngineError {
             }
             Self::Kernel(KernelError::Unsupported { .. }) => body(ErrorCode::Unsupported),
             Self::Kernel(_) => body(ErrorCode::KernelError),
-            Self::Stopped => body(ErrorCode::Internal),
+            Self::Stopped | Self::Protected(_) => body(ErrorCode::Internal),
         }
     }
 }
@@ -193,12 +195,16 @@ pub struct Engine {
     keys: HashMap<String, String>,
     namespaces: HashMap<NetnsId, Namespace>,
     journal: Journal,
+    /// The policy's protected targets as the datapath's pass-list.
+    protected: FlProtectedList,
     /// What the journal holds now.
     journaled: Vec<journal::NamespaceRecord>,
     ebpf_support: Result<(), String>,
     features: Features,
     events: broadcast::Sender<Event>,
     next_id: u64,
+    /// Differs between faultd runs, so a restarted faultd does not repeat an earlier's ids.
+    id_seed: u64,
 }
 
 /// Starts the engine thread.
@@ -207,6 +213,7 @@ pub fn spawn(
 ) -> Result<(EngineHandle, std::thread::JoinHandle<()>), EngineError> {
     let (commands, inbox) = mpsc::channel();
     let (events, _) = broadcast::channel(1024);
+    let protected = plan::protected_list(config.policy.protected())?;
     let journal = Journal::open(&config.state_dir).map_err(|source| KernelError::Syscall {
         call: "create state dir",
         source,
@@ -246,10 +253,16 @@ pub fn spawn(
                 namespaces: HashMap::new(),
                 journal,
                 journaled: Vec::new(),
+                protected,
                 ebpf_support,
                 features,
                 events,
                 next_id: 0,
+                id_seed: mix64(
+                    kernel::monotonic_ns()
+                        ^ (u64::from(std::process::id()) << 40)
+                        ^ unix_ms(SystemTime::now()),
+                ),
             };
             engine.adopt();
             let _ = ready_tx.send(Ok(()));
@@ -425,8 +438,11 @@ impl Engine {
     fn new_fault_id(&mut self) -> String {
         loop {
             self.next_id += 1;
-            let seed = unix_ms(SystemTime::now()) ^ (u64::from(std::process::id()) << 40);
-            let id = format!("f{:08x}", (mix64(seed ^ self.next_id) >> 32) as u32);
+            // mix64 is a bijection: distinct counters give distinct ids before truncation.
+            let id = format!(
+                "f{:08x}",
+                (mix64(self.id_seed.wrapping_add(self.next_id)) >> 32) as u32
+            );
             if !self.faults.contains_key(&id) {
                 return id;
             }
@@ -511,7 +527,7 @@ impl Engine {
         if fresh {
             let pin_dir = pins::namespace_dir(&self.config.pin_root, netns_id);
             let inside = netns.enter(home)?;
-            let namespace = Namespace::new(netns, pin_dir);
+            let namespace = Namespace::new(netns, pin_dir, &self.protected);
             drop(inside);
             self.namespaces.insert(netns_id, namespace?);
         }
@@ -567,6 +583,15 @@ impl Engine {
             })
         };
         let duration = parse_duration(duration).map_err(|e| invalid(e.0))?;
+        if duration.is_zero() {
+            return Err(invalid(
+                "must be longer than zero; revoke ends a fault now".into(),
+            ));
+        }
+        self.config
+            .policy
+            .check_duration(duration)
+            .map_err(EngineError::Forbidden)?;
         if duration > self.config.durations.max {
             return Err(invalid(format!(
                 "longer than the agent's maximum, {}",
@@ -593,7 +618,9 @@ impl Engine {
         let Some(fault) = self.faults.get(id) else {
             unreachable!("looked up above");
         };
-        Ok(self.view(fault, FaultState::Active))
+        let view = self.view(fault, FaultState::Active);
+        self.emit(EventKind::Renewed, view.clone(), None);
+        Ok(view)
     }
 
     /// Removes one fault's kernel state; errors are logged and reported as an `error` event,

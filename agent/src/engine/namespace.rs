@@ -16,7 +16,7 @@ use crate::{
     fault::plan::{PrefixIndex, PrefixKey, TrieChanges},
     kernel::{
         self,
-        abi::{FlCounters, FlFault, MAX_FAULTS},
+        abi::{FlCounters, FlFault, FlProtectedList, MAX_FAULTS},
         bpf::{self, Datapath, Hook},
         link,
         netns::Netns,
@@ -96,17 +96,29 @@ impl Namespace {
     /// Loads a datapath for the namespace `netns` (the thread's current one) with new maps
     /// pinned in `pin_dir`; pins left there by a namespace that had the same identity before
     /// are stale, and go first.
-    pub fn new(netns: Netns, pin_dir: PathBuf) -> Result<Self, KernelError> {
+    pub fn new(
+        netns: Netns,
+        pin_dir: PathBuf,
+        protected: &FlProtectedList,
+    ) -> Result<Self, KernelError> {
         pins::remove_dir(&pin_dir).map_err(|source| KernelError::Syscall {
             call: "remove stale pins",
             source,
         })?;
-        Self::with_datapath(netns, pin_dir)
+        Self::with_datapath(netns, pin_dir, protected)
     }
 
-    fn with_datapath(netns: Netns, pin_dir: PathBuf) -> Result<Self, KernelError> {
+    /// The policy's pass-list is written before any fault can be, and rewritten on adoption,
+    /// so a restart with a new policy protects what the new one names.
+    fn with_datapath(
+        netns: Netns,
+        pin_dir: PathBuf,
+        protected: &FlProtectedList,
+    ) -> Result<Self, KernelError> {
+        let mut datapath = Datapath::load(Some(&pin_dir))?;
+        datapath.set_protected(protected)?;
         Ok(Self {
-            datapath: Datapath::load(Some(&pin_dir))?,
+            datapath,
             netns,
             pin_dir,
             index: PrefixIndex::default(),
@@ -126,8 +138,9 @@ impl Namespace {
         pin_dir: PathBuf,
         devices: &[DeviceRecord],
         faults: &[AdoptedFault<'_>],
+        protected: &FlProtectedList,
     ) -> Result<Self, KernelError> {
-        let mut ns = Self::with_datapath(netns, pin_dir)?;
+        let mut ns = Self::with_datapath(netns, pin_dir, protected)?;
         for record in devices {
             let key = DeviceKey {
                 name: record.name.clone(),

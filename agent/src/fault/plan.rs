@@ -1,14 +1,19 @@
 //! Turns a validated fault into what the datapath needs: one `fl_fault` slot value, and the
-//! remote-address prefixes under which the fault is listed in the `fl_prefixes` trie.
+//! remote-address prefixes under which the fault is listed in the `fl_prefixes` trie; and the
+//! policy's protected targets into the datapath's pass-list.
 //! `PrefixIndex` keeps the trie's contents consistent as faults come and go.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::spec::{Action, FaultSpec};
-use super::values::Cidr;
-use crate::kernel::abi::{
-    FlAction, FlCandidates, FlCidr, FlFault, FlMatch, FlPortRange, ACTION_BURST_LOSS, ACTION_DELAY,
-    ACTION_LOSS, ACTION_PARTITION, HOOK_EGRESS, HOOK_INGRESS, MAX_CANDIDATES,
+use super::values::{Cidr, Proto};
+use crate::{
+    kernel::abi::{
+        FlAction, FlCandidates, FlCidr, FlFault, FlMatch, FlPortRange, FlProtected,
+        FlProtectedList, ACTION_BURST_LOSS, ACTION_DELAY, ACTION_LOSS, ACTION_PARTITION,
+        HOOK_EGRESS, HOOK_INGRESS, MAX_CANDIDATES, MAX_PROTECTED,
+    },
+    policy::ProtectedTarget,
 };
 
 /// The `fl_fault` value for `spec` (its deadline is set when it is installed).
@@ -131,6 +136,44 @@ impl std::fmt::Display for PrefixKey {
             _ => write!(f, "{v6}/{}", self.len),
         }
     }
+}
+
+/// More protected targets than the datapath's pass-list holds.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the policy names {count} protected targets; the datapath holds at most {MAX_PROTECTED}")]
+pub struct TooManyProtected {
+    pub count: usize,
+}
+
+/// The datapath's pass-list for the policy's protected targets.
+pub fn protected_list(targets: &[ProtectedTarget]) -> Result<FlProtectedList, TooManyProtected> {
+    if targets.len() > MAX_PROTECTED {
+        return Err(TooManyProtected {
+            count: targets.len(),
+        });
+    }
+    let mut list = FlProtectedList {
+        count: targets.len() as u32,
+        entries: [FlProtected::default(); MAX_PROTECTED],
+    };
+    for (entry, target) in list.entries.iter_mut().zip(targets) {
+        *entry = FlProtected {
+            cidr: fl_cidr(target.cidr),
+            ports: target.ports.map_or(
+                FlPortRange {
+                    first: 0,
+                    last: u16::MAX,
+                },
+                |r| FlPortRange {
+                    first: r.first(),
+                    last: r.last(),
+                },
+            ),
+            proto: target.proto.map_or(0, Proto::number),
+            pad: [0; 3],
+        };
+    }
+    Ok(list)
 }
 
 /// The trie keys for a fault on one device: its remote CIDRs, or every address.

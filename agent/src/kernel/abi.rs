@@ -9,6 +9,7 @@ pub const MAX_FAULTS: u32 = 16384;
 pub const MAX_CANDIDATES: usize = 32;
 pub const MAX_LOCAL_CIDRS: usize = 8;
 pub const MAX_PORT_RANGES: usize = 8;
+pub const MAX_PROTECTED: usize = 32;
 
 pub const DIR_EGRESS: usize = 0;
 pub const DIR_INGRESS: usize = 1;
@@ -26,6 +27,7 @@ pub const PREFIX_IFINDEX_BITS: u32 = 32;
 pub const MAP_FAULTS: &str = "fl_faults";
 pub const MAP_COUNTERS: &str = "fl_counters";
 pub const MAP_PREFIXES: &str = "fl_prefixes";
+pub const MAP_PROTECTED: &str = "fl_protected";
 pub const PROG_EGRESS: &str = "fl_egress";
 pub const PROG_INGRESS: &str = "fl_ingress";
 
@@ -106,6 +108,22 @@ pub struct FlCandidates {
     pub slots: [u32; MAX_CANDIDATES],
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlProtected {
+    pub cidr: FlCidr,
+    pub ports: FlPortRange,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlProtectedList {
+    pub count: u32,
+    pub entries: [FlProtected; MAX_PROTECTED],
+}
+
 // SAFETY: plain-old-data: repr(C), only integer fields, every bit pattern valid, and padding is
 // explicit so no uninitialised bytes reach the kernel.
 unsafe impl Pod for FlFault {}
@@ -115,6 +133,8 @@ unsafe impl Pod for FlCounters {}
 unsafe impl Pod for FlPrefixData {}
 // SAFETY: as above.
 unsafe impl Pod for FlCandidates {}
+// SAFETY: as above.
+unsafe impl Pod for FlProtectedList {}
 
 #[cfg(test)]
 #[path = "abi_btf_tests.rs"]

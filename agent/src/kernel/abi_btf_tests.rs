@@ -93,6 +93,12 @@ fn rust_mirrors_match_the_compiled_btf() {
         "dropped_packets" => dropped_packets, "dropped_bytes" => dropped_bytes,
     });
     assert_layout!(btf, "fl_candidates", FlCandidates, { "count" => count, "slots" => slots });
+    assert_layout!(btf, "fl_protected", FlProtected, {
+        "cidr" => cidr, "ports" => ports, "proto" => proto, "pad" => pad,
+    });
+    assert_layout!(btf, "fl_protected_list", FlProtectedList, {
+        "count" => count, "entries" => entries,
+    });
     let (key_size, key_members) = &btf["fl_prefix_key"];
     assert_eq!(
         *key_size as usize,
@@ -127,6 +133,7 @@ fn rust_constants_match_the_header() {
     assert_eq!(define("FL_MAX_CANDIDATES"), MAX_CANDIDATES as u64);
     assert_eq!(define("FL_MAX_LOCAL_CIDRS"), MAX_LOCAL_CIDRS as u64);
     assert_eq!(define("FL_MAX_PORT_RANGES"), MAX_PORT_RANGES as u64);
+    assert_eq!(define("FL_MAX_PROTECTED"), MAX_PROTECTED as u64);
     assert_eq!(define("FL_DIR_EGRESS"), DIR_EGRESS as u64);
     assert_eq!(define("FL_DIR_INGRESS"), DIR_INGRESS as u64);
     assert_eq!(define("FL_ACTION_PARTITION"), u64::from(ACTION_PARTITION));

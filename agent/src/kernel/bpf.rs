@@ -18,8 +18,8 @@ use std::path::Path;
 
 use super::{
     abi::{
-        FlCandidates, FlCounters, FlFault, FlPrefixData, MAP_COUNTERS, MAP_FAULTS, MAP_PREFIXES,
-        PREFIX_IFINDEX_BITS, PROG_EGRESS, PROG_INGRESS,
+        FlCandidates, FlCounters, FlFault, FlPrefixData, FlProtectedList, MAP_COUNTERS, MAP_FAULTS,
+        MAP_PREFIXES, MAP_PROTECTED, PREFIX_IFINDEX_BITS, PROG_EGRESS, PROG_INGRESS,
     },
     KernelError,
 };
@@ -62,6 +62,7 @@ pub struct Datapath {
     faults: Array<MapData, FlFault>,
     counters: PerCpuArray<MapData, FlCounters>,
     prefixes: LpmTrie<MapData, FlPrefixData, FlCandidates>,
+    protected: Array<MapData, FlProtectedList>,
     cpus: usize,
 }
 
@@ -91,7 +92,7 @@ impl Datapath {
                 call: "create pin directory",
                 source,
             })?;
-            for map in [MAP_FAULTS, MAP_COUNTERS, MAP_PREFIXES] {
+            for map in [MAP_FAULTS, MAP_COUNTERS, MAP_PREFIXES, MAP_PROTECTED] {
                 loader.map_pin_path(map, dir.join(map));
             }
         }
@@ -115,6 +116,7 @@ impl Datapath {
         let faults = Array::try_from(take(MAP_FAULTS)?).map_err(map_err(MAP_FAULTS))?;
         let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?).map_err(map_err(MAP_COUNTERS))?;
         let prefixes = LpmTrie::try_from(take(MAP_PREFIXES)?).map_err(map_err(MAP_PREFIXES))?;
+        let protected = Array::try_from(take(MAP_PROTECTED)?).map_err(map_err(MAP_PROTECTED))?;
         let cpus = nr_cpus().map_err(|(_, source)| KernelError::Syscall {
             call: "nr_cpus",
             source,
@@ -124,6 +126,7 @@ impl Datapath {
             faults,
             counters,
             prefixes,
+            protected,
             cpus,
         })
     }
@@ -153,6 +156,13 @@ impl Datapath {
             .map_err(prog_err("take tc link"))?;
         std::mem::forget(link);
         Ok(())
+    }
+
+    /// Replaces the pass-list of traffic no fault may touch.
+    pub fn set_protected(&mut self, list: &FlProtectedList) -> Result<(), KernelError> {
+        self.protected
+            .set(0, list, 0)
+            .map_err(map_err(MAP_PROTECTED))
     }
 
     pub fn read_fault(&self, slot: u32) -> Result<FlFault, KernelError> {
