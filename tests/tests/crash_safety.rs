@@ -346,15 +346,15 @@ fn after_sigkill_the_reaper_removes_each_fault_at_its_deadline() {
 
 #[test]
 fn a_journal_that_cannot_be_trusted_is_reported_and_everything_of_ours_swept() {
-    let damages: [(&str, &[u8]); 3] = [
-        (
-            "truncated",
-            b"{\"version\": 2, \"boot_id\": \"x\", \"namesp",
-        ),
-        ("garbage", b"\x00\xff\xfe not json at all"),
-        ("wrong version", b"{\"version\": 99, \"whatever\": true}"),
+    type Damage = fn(&[u8]) -> Vec<u8>;
+    let damages: [(&str, Damage); 3] = [
+        ("truncated", |log| log[..log.len() - 20].to_vec()),
+        ("garbage", |_| b"\x00\xff\xfe not json at all".to_vec()),
+        ("wrong version", |_| {
+            b"{\"version\": 99, \"whatever\": true}\n".to_vec()
+        }),
     ];
-    for (what, bytes) in damages {
+    for (what, damage) in damages {
         let lab = Lab::new();
         let mut agent = Agent::start();
         apply(&agent, partition(&lab, 7500, "60s"));
@@ -379,7 +379,9 @@ fn a_journal_that_cannot_be_trusted_is_reported_and_everything_of_ours_swept() {
             );
         }
         assert!(agent.wait_no_reaper(Duration::from_secs(2)));
-        std::fs::write(agent.state_dir().join("journal.json"), bytes).expect("damage journal");
+        let log = agent.state_dir().join("journal.log");
+        let intact = std::fs::read(&log).expect("journal");
+        std::fs::write(&log, damage(&intact)).expect("damage journal");
         let dir_log = agent.state_dir().with_file_name("faultd.log");
         let agent = agent.restart();
         assert!(list_ids(&agent).is_empty(), "{what}: nothing re-adopted");

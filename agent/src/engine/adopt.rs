@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    journal::{FaultRecord, NamespaceRecord},
+    journal::{Entry, FaultRecord, NamespaceHeader, NamespaceRecord},
     namespace::{self, AdoptedFault, DeviceKey, Installed, Namespace},
     ActiveFault, Engine,
 };
@@ -29,30 +29,69 @@ use crate::{
 };
 
 impl Engine {
-    /// Rewrites the journal when what it would say has changed.
+    /// Journals what changed since the last call: namespace records that differ, then the
+    /// fault entries queued by apply, renew and removal, then namespaces that are gone. The
+    /// log is compacted into a snapshot once it holds several times what is live.
     pub(super) fn sync_journal(&mut self) {
-        let mut records: Vec<NamespaceRecord> = self
-            .namespaces
-            .iter()
-            .map(|(id, ns)| NamespaceRecord {
-                netns_path: ns.path().to_owned(),
+        let mut entries = Vec::new();
+        for (id, ns) in &self.namespaces {
+            let header = namespace_header(*id, ns);
+            if self.journaled.get(id) != Some(&header) {
+                self.journaled.insert(*id, header.clone());
+                entries.push(Entry::Namespace(header));
+            }
+        }
+        entries.append(&mut self.pending);
+        let gone: Vec<NetnsId> = self
+            .journaled
+            .keys()
+            .filter(|id| !self.namespaces.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.journaled.remove(&id);
+            entries.push(Entry::NamespaceGone {
                 netns_dev: id.dev,
                 netns_ino: id.ino,
-                devices: ns.device_records(),
-                faults: self
-                    .faults
-                    .values()
-                    .filter(|f| f.netns == *id)
-                    .map(fault_record)
-                    .collect(),
-            })
+            });
+        }
+        if entries.is_empty() {
+            return;
+        }
+        let live = self.faults.len() + self.namespaces.len();
+        let written = if self.journal.lines() + entries.len() > 4 * live + 1024 {
+            self.journal.rewrite(&self.snapshot())
+        } else {
+            self.journal.append(&entries)
+        };
+        if let Err(e) = written {
+            tracing::error!(path = %self.journal.path().display(), error = %e, "cannot write the journal");
+        }
+    }
+
+    /// Everything live, as the entries of a fresh log.
+    fn snapshot(&self) -> Vec<Entry> {
+        let headers = self
+            .namespaces
+            .iter()
+            .map(|(id, ns)| Entry::Namespace(namespace_header(*id, ns)));
+        let faults = self
+            .faults
+            .values()
+            .map(|f| Entry::Fault(Box::new(fault_record(f))));
+        headers.chain(faults).collect()
+    }
+
+    /// Starts a fresh log holding exactly what this engine holds.
+    fn restart_journal(&mut self) {
+        self.pending.clear();
+        self.journaled = self
+            .namespaces
+            .iter()
+            .map(|(id, ns)| (*id, namespace_header(*id, ns)))
             .collect();
-        records.sort_by_key(|r| (r.netns_dev, r.netns_ino));
-        if records != self.journaled {
-            if let Err(e) = self.journal.write(&records) {
-                tracing::error!(path = %self.journal.path().display(), error = %e, "cannot write the journal");
-            }
-            self.journaled = records;
+        if let Err(e) = self.journal.rewrite(&self.snapshot()) {
+            tracing::error!(path = %self.journal.path().display(), error = %e, "cannot write the journal");
         }
     }
 
@@ -72,8 +111,8 @@ impl Engine {
         let mut ended = Vec::new();
         for record in records {
             let id = NetnsId {
-                dev: record.netns_dev,
-                ino: record.netns_ino,
+                dev: record.header.netns_dev,
+                ino: record.header.netns_ino,
             };
             match self.adopt_namespace(id, &record) {
                 Ok(true) => {
@@ -88,7 +127,7 @@ impl Engine {
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::error!(netns = %record.netns_path.display(), error = %e, "cannot re-adopt a namespace's faults")
+                    tracing::error!(netns = %record.header.netns_path.display(), error = %e, "cannot re-adopt a namespace's faults")
                 }
             }
         }
@@ -105,7 +144,7 @@ impl Engine {
         if !self.faults.is_empty() {
             tracing::info!(count = self.faults.len(), "re-adopted live faults");
         }
-        self.sync_journal();
+        self.restart_journal();
     }
 
     /// Re-adopts one namespace's faults; false when the namespace is gone (and everything of
@@ -116,7 +155,7 @@ impl Engine {
         record: &NamespaceRecord,
     ) -> Result<bool, KernelError> {
         let pin_dir = pins::namespace_dir(&self.config.pin_root, id);
-        let Some(netns) = find_netns(id, Some(&record.netns_path)) else {
+        let Some(netns) = find_netns(id, Some(&record.header.netns_path)) else {
             remove_pins(&pin_dir);
             return Ok(false);
         };
@@ -134,8 +173,13 @@ impl Engine {
             })
             .collect();
         let inside = netns.enter(&self.home)?;
-        let namespace =
-            Namespace::adopt(netns, pin_dir, &record.devices, &adopted, &self.protected);
+        let namespace = Namespace::adopt(
+            netns,
+            pin_dir,
+            &record.header.devices,
+            &adopted,
+            &self.protected,
+        );
         drop(inside);
         self.namespaces.insert(id, namespace?);
         for fault in faults {
@@ -169,12 +213,23 @@ fn remove_pins(dir: &Path) {
     }
 }
 
-fn fault_record(fault: &ActiveFault) -> FaultRecord {
+fn namespace_header(id: NetnsId, ns: &Namespace) -> NamespaceHeader {
+    NamespaceHeader {
+        netns_path: ns.path().to_owned(),
+        netns_dev: id.dev,
+        netns_ino: id.ino,
+        devices: ns.device_records(),
+    }
+}
+
+pub(super) fn fault_record(fault: &ActiveFault) -> FaultRecord {
     FaultRecord {
         id: fault.id.clone(),
         key: fault.key.clone(),
         leased: fault.lease.is_some(),
         fault: fault.wire.clone(),
+        netns_dev: fault.netns.dev,
+        netns_ino: fault.netns.ino,
         dev: fault.installed.device.name.clone(),
         ifindex: fault.installed.device.ifindex,
         slot: fault.installed.slot,

@@ -197,8 +197,10 @@ pub struct Engine {
     journal: Journal,
     /// The policy's protected targets as the datapath's pass-list.
     protected: FlProtectedList,
-    /// What the journal holds now.
-    journaled: Vec<journal::NamespaceRecord>,
+    /// The namespace records as last journaled.
+    journaled: HashMap<NetnsId, journal::NamespaceHeader>,
+    /// Fault entries not yet journaled.
+    pending: Vec<journal::Entry>,
     ebpf_support: Result<(), String>,
     features: Features,
     events: broadcast::Sender<Event>,
@@ -252,7 +254,8 @@ pub fn spawn(
                 keys: HashMap::new(),
                 namespaces: HashMap::new(),
                 journal,
-                journaled: Vec::new(),
+                journaled: HashMap::new(),
+                pending: Vec::new(),
                 protected,
                 ebpf_support,
                 features,
@@ -307,6 +310,7 @@ impl Engine {
             match command {
                 Some(Command::Shutdown(reply)) => {
                     let removed = self.remove_all(FaultState::Revoked);
+                    self.sync_journal();
                     pins::remove_root_if_empty(&self.config.pin_root);
                     let _ = reply.send(Ok(removed));
                     return;
@@ -322,6 +326,7 @@ impl Engine {
             self.sync_journal();
         }
         self.remove_all(FaultState::Revoked);
+        self.sync_journal();
         pins::remove_root_if_empty(&self.config.pin_root);
     }
 
@@ -569,6 +574,8 @@ impl Engine {
         if let Some(key) = key {
             self.keys.insert(key, id.clone());
         }
+        self.pending
+            .push(journal::Entry::Fault(Box::new(adopt::fault_record(&fault))));
         self.faults.insert(id, fault);
         self.emit(EventKind::Applied, view.clone(), None);
         Ok(view)
@@ -619,6 +626,8 @@ impl Engine {
             unreachable!("looked up above");
         };
         let view = self.view(fault, FaultState::Active);
+        self.pending
+            .push(journal::Entry::Fault(Box::new(adopt::fault_record(fault))));
         self.emit(EventKind::Renewed, view.clone(), None);
         Ok(view)
     }
@@ -632,6 +641,9 @@ impl Engine {
         if let Some(key) = &fault.key {
             self.keys.remove(key);
         }
+        self.pending.push(journal::Entry::FaultGone {
+            id: fault.id.clone(),
+        });
         let mut counters = None;
         let mut errors = Vec::new();
         if let Some(namespace) = self.namespaces.get_mut(&fault.netns) {
