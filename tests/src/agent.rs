@@ -218,6 +218,13 @@ impl Agent {
         self.connect().request(&req)
     }
 
+    /// One request on a fresh connection; None if faultd refuses the connection or closes it.
+    pub fn try_request(&self, req: Value) -> Option<Value> {
+        Conn::try_open(&self.socket)?
+            .try_request(&req)
+            .filter(|reply| reply["ok"] == true)
+    }
+
     pub fn connect(&self) -> Conn {
         Conn::try_open(&self.socket)
             .unwrap_or_else(|| panic!("connect to {}", self.socket.display()))

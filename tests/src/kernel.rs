@@ -81,6 +81,31 @@ pub fn pins_left(pin_root: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// Faults live in the kernel under a faultd's pin root: slots of the pinned `fl_faults` maps
+/// whose deadline has not passed, over every namespace.
+pub fn live_faults_in_kernel(pin_root: &std::path::Path) -> usize {
+    use aya::maps::{Array, Map, MapData};
+    use faultline::kernel::{abi::FlFault, monotonic_ns};
+    let now = monotonic_ns();
+    let Ok(entries) = std::fs::read_dir(pin_root) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|dir| {
+            let data = MapData::from_pin(dir.path().join("fl_faults")).unwrap_or_else(|e| {
+                panic!("open pinned fl_faults in {}: {e}", dir.path().display())
+            });
+            let faults: Array<MapData, FlFault> =
+                Array::try_from(Map::Array(data)).expect("fl_faults is an array");
+            faults
+                .iter()
+                .filter(|f| f.as_ref().is_ok_and(|f| f.deadline_ns > now))
+                .count()
+        })
+        .sum()
+}
+
 /// The namespace's SNMP counters (/proc/net/snmp and /proc/net/snmp6), keyed
 /// "Proto:Field", e.g. "Tcp:RetransSegs" or "Udp6:RcvbufErrors".
 pub fn snmp(netns: &str) -> HashMap<String, u64> {

@@ -313,7 +313,7 @@ async fn dispatch(
     connection_id: ConnectionId,
 ) -> Result<Value, ErrorBody> {
     match request {
-        Request::Hello => engine.call(Command::Hello).await.map_err(|e| e.to_body()),
+        Request::Hello => Ok(engine.hello()),
         Request::Apply { fault, key, lease } => {
             let lease = lease.map(|Lease::Connection| connection_id);
             to_value(

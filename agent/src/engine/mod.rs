@@ -12,7 +12,10 @@ mod namespace;
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
-    sync::{mpsc, Arc},
+    sync::{
+        atomic::{AtomicUsize, Ordering as AtomicOrdering},
+        mpsc, Arc,
+    },
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -114,7 +117,6 @@ impl EngineError {
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
 pub enum Command {
-    Hello(Reply<Value>),
     Apply {
         fault: Box<FaultWire>,
         key: Option<String>,
@@ -151,9 +153,20 @@ pub enum Command {
 pub struct EngineHandle {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
+    /// `hello`'s answer but for the active count: fixed once the engine has started.
+    hello: Arc<Value>,
+    active: Arc<AtomicUsize>,
 }
 
 impl EngineHandle {
+    /// The answer to `hello`, without waiting for the engine: however busy it is, a client
+    /// can always learn that faultd is up, and what it can do.
+    pub fn hello(&self) -> Value {
+        let mut hello = (*self.hello).clone();
+        hello["active_faults"] = self.active.load(AtomicOrdering::Relaxed).into();
+        hello
+    }
+
     pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -204,6 +217,8 @@ pub struct Engine {
     ebpf_support: Result<(), String>,
     features: Features,
     events: broadcast::Sender<Event>,
+    /// How many faults are active, for `EngineHandle::hello`.
+    active: Arc<AtomicUsize>,
     next_id: u64,
     /// Differs between faultd runs, so a restarted faultd does not repeat an earlier's ids.
     id_seed: u64,
@@ -220,10 +235,9 @@ pub fn spawn(
         call: "create state dir",
         source,
     })?;
-    let handle = EngineHandle {
-        commands,
-        events: events.clone(),
-    };
+    let active = Arc::new(AtomicUsize::new(0));
+    let engine_active = active.clone();
+    let engine_events = events.clone();
     let (ready_tx, ready_rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("faultline-engine".into())
@@ -259,7 +273,8 @@ pub fn spawn(
                 protected,
                 ebpf_support,
                 features,
-                events,
+                events: engine_events,
+                active: engine_active,
                 next_id: 0,
                 id_seed: mix64(
                     kernel::monotonic_ns()
@@ -268,14 +283,23 @@ pub fn spawn(
                 ),
             };
             engine.adopt();
-            let _ = ready_tx.send(Ok(()));
+            engine
+                .active
+                .store(engine.faults.len(), AtomicOrdering::Relaxed);
+            let _ = ready_tx.send(Ok(engine.hello()));
             engine.run(inbox);
         })
         .map_err(|source| KernelError::Syscall {
             call: "spawn engine thread",
             source,
         })?;
-    ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+    let hello = ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+    let handle = EngineHandle {
+        commands,
+        events,
+        hello: Arc::new(hello),
+        active,
+    };
     Ok((handle, thread))
 }
 
@@ -324,6 +348,8 @@ impl Engine {
                 None => {}
             }
             self.sync_journal();
+            self.active
+                .store(self.faults.len(), AtomicOrdering::Relaxed);
         }
         self.remove_all(FaultState::Revoked);
         self.sync_journal();
@@ -332,9 +358,6 @@ impl Engine {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Hello(reply) => {
-                let _ = reply.send(Ok(self.hello()));
-            }
             Command::Apply {
                 fault,
                 key,
