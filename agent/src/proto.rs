@@ -177,7 +177,8 @@ fn parse_op(op: &str, args: Map<String, Value>) -> Result<Request, ErrorBody> {
         serde_path_to_error::deserialize(Value::Object(args)).map_err(|e| {
             let field = e.path().to_string();
             let body = ErrorBody::new(ErrorCode::InvalidRequest, e.into_inner().to_string());
-            if field == "." {
+            // "." is the object itself; "" a key with an empty name, which no field has.
+            if field == "." || field.is_empty() {
                 body
             } else {
                 body.with_field(field)

@@ -6,8 +6,10 @@
 
 mod adopt;
 mod delay;
+mod error;
 mod journal;
 mod namespace;
+mod view;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -20,34 +22,30 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use thiserror::Error;
 use tokio::sync::{broadcast, oneshot};
 
-pub use self::journal::JournalError;
+pub use self::{error::EngineError, journal::JournalError};
 use self::{
     journal::Journal,
     namespace::{Installed, Namespace},
 };
 use crate::{
     fault::{
-        plan::{self, TooManyOverlapping},
+        plan,
         spec::{Action, DurationLimits, FaultSpec, FaultWire, SpecError},
         values::{format_duration, parse_duration},
     },
     kernel::{
         self,
-        abi::{FlProtectedList, DIR_EGRESS, DIR_INGRESS, MAX_FAULTS},
+        abi::{FlProtectedList, MAX_FAULTS},
         bpf::{Datapath, Hook},
         netns::{Netns, NetnsId},
         pins,
         probe::{self, Features},
         KernelError,
     },
-    policy::{Policy, Violation},
-    proto::{
-        Counters, DirectionCounters, ErrorBody, ErrorCode, Event, EventKind, FaultState, FaultView,
-        Lease, MAX_LINE_BYTES, PROTOCOL_VERSION,
-    },
+    policy::Policy,
+    proto::{Event, EventKind, FaultState, FaultView, MAX_LINE_BYTES, PROTOCOL_VERSION},
 };
 
 #[derive(Clone, Debug)]
@@ -65,54 +63,6 @@ pub struct EngineConfig {
 
 /// Identifies one client connection, for connection leases.
 pub type ConnectionId = u64;
-
-#[derive(Debug, Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    #[error("no fault {0:?}")]
-    NotFound(String),
-    #[error("key {key:?} already names fault {fault_id} with a different spec")]
-    Conflict { key: String, fault_id: String },
-    #[error("{max} faults are active, the most this agent allows")]
-    TooManyFaults { max: usize },
-    #[error(transparent)]
-    Overlap(#[from] TooManyOverlapping),
-    #[error("the policy forbids it: {0}")]
-    Forbidden(Violation),
-    #[error(transparent)]
-    Protected(#[from] plan::TooManyProtected),
-    #[error(transparent)]
-    Kernel(#[from] KernelError),
-    #[error("the engine has stopped")]
-    Stopped,
-}
-
-impl EngineError {
-    /// The one place engine errors become wire errors.
-    pub fn to_body(&self) -> ErrorBody {
-        let body = |code| ErrorBody::new(code, self.to_string());
-        match self {
-            Self::Spec(e) => ErrorBody::new(ErrorCode::InvalidValue, e.message.clone())
-                .with_field(e.field.clone()),
-            Self::NotFound(_) => body(ErrorCode::NotFound).with_field("fault_id"),
-            Self::Conflict { .. } => body(ErrorCode::Conflict).with_field("key"),
-            Self::TooManyFaults { .. } | Self::Overlap(_) => body(ErrorCode::LimitExceeded),
-            Self::Forbidden(violation) => {
-                body(ErrorCode::Forbidden).with_field(violation.rule.clone())
-            }
-            Self::Kernel(KernelError::NetnsNotFound { .. }) => {
-                body(ErrorCode::NetnsNotFound).with_field("fault.target.netns")
-            }
-            Self::Kernel(KernelError::DeviceNotFound { .. }) => {
-                body(ErrorCode::DeviceNotFound).with_field("fault.target.dev")
-            }
-            Self::Kernel(KernelError::Unsupported { .. }) => body(ErrorCode::Unsupported),
-            Self::Kernel(_) => body(ErrorCode::KernelError),
-            Self::Stopped | Self::Protected(_) => body(ErrorCode::Internal),
-        }
-    }
-}
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
@@ -712,56 +662,6 @@ impl Engine {
                 namespace.remove_pins();
             }
         }
-    }
-
-    fn counters_of(&self, fault: &ActiveFault) -> kernel::abi::FlCounters {
-        self.namespaces
-            .get(&fault.netns)
-            .and_then(|ns| ns.read_counters(fault.installed.slot).ok())
-            .unwrap_or_default()
-    }
-
-    fn view(&self, fault: &ActiveFault, state: FaultState) -> FaultView {
-        self.view_with(fault, state, self.counters_of(fault))
-    }
-
-    fn view_with(
-        &self,
-        fault: &ActiveFault,
-        state: FaultState,
-        c: kernel::abi::FlCounters,
-    ) -> FaultView {
-        let dir = |d: usize| DirectionCounters {
-            matched_packets: c.matched_packets[d],
-            matched_bytes: c.matched_bytes[d],
-            dropped_packets: c.dropped_packets[d],
-            dropped_bytes: c.dropped_bytes[d],
-        };
-        let remaining = fault.deadline.saturating_duration_since(Instant::now());
-        FaultView {
-            id: fault.id.clone(),
-            key: fault.key.clone(),
-            lease: fault.lease.map(|_| Lease::Connection),
-            state,
-            fault: fault.wire.clone(),
-            applied_at_unix_ms: unix_ms(fault.applied_at),
-            expires_at_unix_ms: unix_ms(fault.expires_at),
-            remaining_ms: remaining.as_millis() as u64,
-            counters: Counters {
-                egress: dir(DIR_EGRESS),
-                ingress: dir(DIR_INGRESS),
-            },
-        }
-    }
-
-    fn emit(&self, event: EventKind, fault: FaultView, message: Option<String>) {
-        // No subscribers is fine.
-        let _ = self.events.send(Event {
-            event,
-            fault,
-            at_unix_ms: unix_ms(SystemTime::now()),
-            message,
-        });
     }
 }
 

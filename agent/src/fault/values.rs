@@ -304,7 +304,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
     if rest.is_empty() {
         return Err(bad());
     }
-    let mut total = 0f64;
+    // Exact decimal arithmetic in microseconds: floating point would misread long durations
+    // (past ~10^12 us) and so refuse its own normal form.
+    const MAX_MICROS: u128 = 1_000_000_000 * 1_000_000;
+    let mut total: u128 = 0;
     while !rest.is_empty() {
         let number_end = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -314,26 +317,46 @@ pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_end);
-        let value: f64 = number.parse().map_err(|_| bad())?;
-        let scale = match unit {
-            "us" => 0.000_001,
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
+        let unit_micros: u128 = match unit {
+            "us" => 1,
+            "ms" => 1_000,
+            "s" => 1_000_000,
+            "m" => 60_000_000,
+            "h" => 3_600_000_000,
             _ => return Err(bad()),
         };
-        total += value * scale;
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
+            return Err(bad());
+        }
+        // Digits beyond these cannot change a bounded value by a whole microsecond.
+        if whole.len() > 20 || fraction.len() > 20 {
+            return Err(bad());
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
+        let scale = 10u128.pow(fraction.len() as u32);
+        let fraction: u128 = if fraction.is_empty() {
+            0
+        } else {
+            fraction.parse().map_err(|_| bad())?
+        };
+        let fraction_micros = fraction * unit_micros;
+        if !fraction_micros.is_multiple_of(scale) {
+            return Err(invalid(format!("{text:?} is finer than a microsecond")));
+        }
+        total = whole
+            .checked_mul(unit_micros)
+            .and_then(|w| w.checked_add(fraction_micros / scale))
+            .and_then(|part| total.checked_add(part))
+            .filter(|t| *t <= MAX_MICROS)
+            .ok_or_else(bad)?;
         rest = next;
     }
-    if !total.is_finite() || total > 1e9 {
-        return Err(bad());
-    }
-    let micros = total * 1e6;
-    if (micros - micros.round()).abs() > 1e-3 {
-        return Err(invalid(format!("{text:?} is finer than a microsecond")));
-    }
-    Ok(Duration::from_micros(micros.round() as u64))
+    Ok(Duration::from_micros(total as u64))
 }
 
 /// Formats a duration the way `parse_duration` reads it, choosing the shortest exact form.
@@ -412,6 +435,15 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert!(parse_duration("0.4us").is_err());
+        // Exact far past what f64 seconds hold to the microsecond; the normal form reads back.
+        let long = parse_duration("999999999.999999s").expect("long");
+        assert_eq!(long, Duration::from_micros(999_999_999_999_999));
+        assert_eq!(parse_duration(&format_duration(long)), Ok(long));
+        assert!(parse_duration("1000000000.000001s").is_err());
+        assert_eq!(parse_duration(".5s"), Ok(Duration::from_millis(500)));
+        for bad in ["1..5s", ".s", "1.2.3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
         assert_eq!(
             format_duration(Duration::from_micros(1_000_500)),
             "1000500us"

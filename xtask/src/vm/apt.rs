@@ -36,22 +36,23 @@ pub fn ensure_host_tools() -> Result<()> {
         );
     }
 
-    let mut missing: Vec<&str> = HOST_TOOLS
+    let mut missing: Vec<String> = HOST_TOOLS
         .iter()
         .filter(|(cmd, _)| find_in(SYSTEM_PATH, cmd).is_none())
-        .map(|&(_, pkg)| pkg)
+        .map(|&(_, pkg)| pkg.to_owned())
         .collect();
-    // qemu-system-x86 needs qemu-utils of its own version; a newer one from elsewhere (seen:
-    // a bookworm backport, 10.0) would otherwise be removed, taking qemu-img with it.
-    if missing.contains(&"qemu-system-x86") {
-        missing.push("qemu-utils");
-    }
     if missing.is_empty() {
         return Ok(());
     }
     println!("vm-test: installing {}", missing.join(" "));
     let started = Instant::now();
     update()?;
+    // qemu-system-x86 needs qemu-utils of its own version. A newer one from elsewhere (seen:
+    // a bookworm backport, 10.0, that breaks qemu-system-common < 8) is not downgraded by
+    // apt on its own: it has to be asked for by version.
+    if missing.iter().any(|p| p == "qemu-system-x86") {
+        missing.push(format!("qemu-utils={}", candidate("qemu-system-x86")?));
+    }
     // Through `env`: sudo would drop the variable from our environment.
     let mut install = as_root("env")?;
     install
@@ -106,6 +107,20 @@ pub fn download(package: &str, version: &str, dest: &Path) -> Result<()> {
     fs::rename(&deb, dest)?;
     fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+/// The version apt would install of `package`.
+fn candidate(package: &str) -> Result<String> {
+    let out = Command::new("apt-cache")
+        .args(["policy", package])
+        .output()
+        .context("spawn apt-cache")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Candidate: "))
+        .filter(|version| *version != "(none)")
+        .map(str::to_owned)
+        .with_context(|| format!("no installable version of {package} in the apt sources"))
 }
 
 fn update() -> Result<()> {

@@ -24,6 +24,10 @@ const TOOLS: &[&str] = &[
 /// Copied when the host has them: handy for future tests, not needed by today's.
 const OPTIONAL_TOOLS: &[&str] = &["iperf3", "ss", "nstat", "bpftool"];
 
+/// Files of the source tree that tests read (the fuzz corpus replay), copied to the same
+/// absolute paths, relative to the workspace root.
+const SOURCE_DATA: &[&str] = &["fuzz/corpus", "fuzz/hostile"];
+
 /// Where busybox and its applets live: last on PATH, so they only fill gaps.
 const BUSYBOX_DIR: &str = "/bb";
 
@@ -71,6 +75,15 @@ pub fn write_initramfs(
 
     for bin in &suite.bins {
         a.host_exe(bin)?;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives in the workspace")?;
+    for data in SOURCE_DATA {
+        let dir = workspace.join(data);
+        if dir.is_dir() {
+            a.host_tree(&dir)?;
+        }
     }
     let mut list = String::new();
     for t in &suite.tests {

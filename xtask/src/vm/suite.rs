@@ -31,8 +31,9 @@ impl Suite {
 /// Builds into target/vm/build with optimized dependencies. Under TCG a guest runs ~15x
 /// slower than the host: with unoptimized dependencies (aya, mostly) faultd's first apply took
 /// 3-4.5 s there (0.3 s on the host), longer than the 1.5 s fault a deadline test times;
-/// optimized, 0.9 s. The workspace's own code keeps the dev profile (debug assertions, full
-/// debug info). A target dir of its own leaves the host's target/debug alone.
+/// optimized, 0.9 s. The workspace's own code keeps the dev profile's debug assertions; debug
+/// info is line tables only everywhere, since the initramfs (every test binary) lives in the
+/// guest's RAM and /tmp shares it. A target dir of its own leaves the host's target/debug alone.
 pub fn build(vm_dir: &Path) -> Result<Suite> {
     let build_dir = vm_dir.join("build");
     let build_dir = build_dir.to_str().context("target dir is not UTF-8")?;
@@ -45,9 +46,11 @@ pub fn build(vm_dir: &Path) -> Result<Suite> {
         build_dir,
         "--config",
         "profile.dev.package.\"*\".opt-level=2",
-        // Backtraces keep file:line; the initramfs (the guest's RAM) shrinks by ~40%.
+        // Backtraces keep file:line; the initramfs (the guest's RAM) shrinks several-fold.
         "--config",
         "profile.dev.package.\"*\".debug=\"line-tables-only\"",
+        "--config",
+        "profile.dev.debug=\"line-tables-only\"",
     ];
     let bins = artifacts("build", &[&common[..], &["--bins"]].concat())?
         .into_iter()

@@ -1,0 +1,65 @@
+//! How the engine reports a fault: its view (spec, times, counters read from the kernel) and
+//! the events `watch` streams.
+
+use std::time::{Instant, SystemTime};
+
+use super::{unix_ms, ActiveFault, Engine};
+use crate::{
+    kernel::{
+        self,
+        abi::{DIR_EGRESS, DIR_INGRESS},
+    },
+    proto::{Counters, DirectionCounters, Event, EventKind, FaultState, FaultView, Lease},
+};
+
+impl Engine {
+    fn counters_of(&self, fault: &ActiveFault) -> kernel::abi::FlCounters {
+        self.namespaces
+            .get(&fault.netns)
+            .and_then(|ns| ns.read_counters(fault.installed.slot).ok())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn view(&self, fault: &ActiveFault, state: FaultState) -> FaultView {
+        self.view_with(fault, state, self.counters_of(fault))
+    }
+
+    pub(super) fn view_with(
+        &self,
+        fault: &ActiveFault,
+        state: FaultState,
+        c: kernel::abi::FlCounters,
+    ) -> FaultView {
+        let dir = |d: usize| DirectionCounters {
+            matched_packets: c.matched_packets[d],
+            matched_bytes: c.matched_bytes[d],
+            dropped_packets: c.dropped_packets[d],
+            dropped_bytes: c.dropped_bytes[d],
+        };
+        let remaining = fault.deadline.saturating_duration_since(Instant::now());
+        FaultView {
+            id: fault.id.clone(),
+            key: fault.key.clone(),
+            lease: fault.lease.map(|_| Lease::Connection),
+            state,
+            fault: fault.wire.clone(),
+            applied_at_unix_ms: unix_ms(fault.applied_at),
+            expires_at_unix_ms: unix_ms(fault.expires_at),
+            remaining_ms: remaining.as_millis() as u64,
+            counters: Counters {
+                egress: dir(DIR_EGRESS),
+                ingress: dir(DIR_INGRESS),
+            },
+        }
+    }
+
+    pub(super) fn emit(&self, event: EventKind, fault: FaultView, message: Option<String>) {
+        // No subscribers is fine.
+        let _ = self.events.send(Event {
+            event,
+            fault,
+            at_unix_ms: unix_ms(SystemTime::now()),
+            message,
+        });
+    }
+}
