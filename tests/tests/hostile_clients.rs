@@ -120,10 +120,13 @@ fn fifty_clients_of_two_hundred_mixed_ops_leave_the_table_equal_to_the_kernel() 
         p99.as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
-    assert!(
-        p99 < Duration::from_millis(250),
-        "hello p99 {p99:?} under load"
-    );
+    // 2 CPUs shared by 50 clients and faultd; under TCG everything runs ~15x slower.
+    let bound = if std::env::var_os("FAULTLINE_EMULATED_CPU").is_some() {
+        Duration::from_millis(1500)
+    } else {
+        Duration::from_millis(250)
+    };
+    assert!(p99 < bound, "hello p99 {p99:?} under load");
     let reply = agent.request(json!({"id": 1, "op": "clear"}));
     assert_eq!(reply["ok"], true);
     assert_eq!(live_faults_in_kernel(agent.pin_dir()), 0);

@@ -26,7 +26,7 @@ const OPTIONAL_TOOLS: &[&str] = &["iperf3", "ss", "nstat", "bpftool"];
 
 /// Files of the source tree that tests read (the fuzz corpus replay), copied to the same
 /// absolute paths, relative to the workspace root.
-const SOURCE_DATA: &[&str] = &["fuzz/corpus", "fuzz/hostile"];
+const SOURCE_DATA: &[&str] = &["fuzz/corpus", "fuzz/hostile", "fuzz/hostile-verdicts.txt"];
 
 /// Where busybox and its applets live: last on PATH, so they only fill gaps.
 const BUSYBOX_DIR: &str = "/bb";
@@ -80,9 +80,11 @@ pub fn write_initramfs(
         .parent()
         .context("xtask lives in the workspace")?;
     for data in SOURCE_DATA {
-        let dir = workspace.join(data);
-        if dir.is_dir() {
-            a.host_tree(&dir)?;
+        let path = workspace.join(data);
+        if path.is_dir() {
+            a.host_tree(&path)?;
+        } else if path.is_file() {
+            a.host_path(&path)?;
         }
     }
     let mut list = String::new();
