@@ -243,10 +243,12 @@ fn spawn_reaper(args: &Args) -> anyhow::Result<std::io::PipeWriter> {
 }
 
 fn reap(args: &Args) -> anyhow::Result<()> {
+    // Our parent is the faultd we watch over, until it dies.
+    let parent = nix::unistd::getppid().as_raw();
     let mut rest = Vec::new();
     // Returns at end-of-file: faultd has exited, cleanly or not.
     let _ = std::io::stdin().read_to_end(&mut rest);
-    let Some(ownership) = ownership::try_acquire_for_reaper(&args.state_dir)? else {
+    let Some(ownership) = ownership::try_acquire_for_reaper(&args.state_dir, parent)? else {
         tracing::debug!("a new faultd owns the state; the reaper has nothing to do");
         return Ok(());
     };

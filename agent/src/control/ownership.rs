@@ -148,17 +148,21 @@ pub fn acquire(dir: &Path) -> Result<Ownership, OwnershipError> {
     }
 }
 
-/// Takes the state directory for a reaper, unless a new faultd (or reaper) already has it.
-/// The faultd that just died may not have released its lock yet: the kernel closes a dying
-/// process's files one by one, so the reaper can see end-of-file on its pipe first.
-pub fn try_acquire_for_reaper(dir: &Path) -> Result<Option<Ownership>, OwnershipError> {
+/// Takes the state directory for the reaper of faultd `parent`, unless a new faultd (or
+/// reaper) already has it. The parent may not have released its lock yet: the kernel closes a
+/// dying process's files one by one, so the reaper can see end-of-file on its pipe while the
+/// parent, still exiting, holds the lock and looks alive.
+pub fn try_acquire_for_reaper(
+    dir: &Path,
+    parent: i32,
+) -> Result<Option<Ownership>, OwnershipError> {
     let started = Instant::now();
     loop {
         if let Some(lock) = try_lock(dir)? {
             return claim(dir, lock, Role::Reaper).map(Some);
         }
         match holder(dir) {
-            Some((_, pid)) if alive(pid) => return Ok(None),
+            Some((_, pid)) if pid != parent && alive(pid) => return Ok(None),
             _ if started.elapsed() > HAND_OVER_WAIT => return Ok(None),
             _ => std::thread::sleep(Duration::from_millis(5)),
         }
