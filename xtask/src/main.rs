@@ -1,5 +1,6 @@
 //! Project automation, run as `cargo xtask <command>` (alias in .cargo/config.toml).
 
+mod bench;
 mod vm;
 
 use clap::{Parser, Subcommand};
@@ -18,10 +19,13 @@ enum Command {
     /// The host kernel lacks netem and fq and cannot load modules, so latency faults can only
     /// be tested on a kernel we boot ourselves (qemu, TCG). Needs apt for the first run.
     VmTest(vm::VmTestArgs),
+    /// Benchmarks faultd side by side with tc, iptables and nft (bench/RESULTS.md).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::VmTest(args) => vm::vm_test(&args),
+        Command::Bench(args) => bench::bench(&args),
     }
 }

@@ -131,6 +131,20 @@ impl DelayQdiscs {
         Ok(())
     }
 
+    /// Removes every class at once: the device's root restored (our htb and its classes go
+    /// with it) and the ifb deleted. Returns every error met.
+    pub fn teardown(&mut self, ifindex: u32) -> Vec<KernelError> {
+        let mut errors = Vec::new();
+        if let Some(original) = self.original_root.take() {
+            errors.extend(qdisc::restore_root(ifindex, &original).err());
+        }
+        if let Some(ifb) = self.ifb.take() {
+            errors.extend(link::delete_link(ifb).err());
+        }
+        *self = Self::default();
+        errors
+    }
+
     /// Removes a class (tolerating half-added ones); the last user restores the device's root
     /// and deletes the ifb. Returns every error met.
     pub fn remove(&mut self, ifindex: u32, class: &DelayClass) -> Vec<KernelError> {

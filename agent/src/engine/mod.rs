@@ -611,12 +611,6 @@ impl Engine {
         let Some(fault) = self.faults.remove(id) else {
             unreachable!("callers check the id");
         };
-        if let Some(key) = &fault.key {
-            self.keys.remove(key);
-        }
-        self.pending.push(journal::Entry::FaultGone {
-            id: fault.id.clone(),
-        });
         let mut counters = None;
         let mut errors = Vec::new();
         if let Some(namespace) = self.namespaces.get_mut(&fault.netns) {
@@ -632,6 +626,23 @@ impl Engine {
             }
         }
         self.drop_namespace_if_idle(fault.netns);
+        self.forget(fault, state, counters, &errors)
+    }
+
+    /// The bookkeeping after a fault's kernel state is gone: key, journal, view and events.
+    fn forget(
+        &mut self,
+        fault: ActiveFault,
+        state: FaultState,
+        counters: Option<kernel::abi::FlCounters>,
+        errors: &[String],
+    ) -> FaultView {
+        let id = fault.id.as_str();
+        if let Some(key) = &fault.key {
+            self.keys.remove(key);
+        }
+        self.pending
+            .push(journal::Entry::FaultGone { id: id.to_owned() });
         let mut view = self.view_with(&fault, state, counters.unwrap_or_default());
         view.remaining_ms = 0;
         let message = (!errors.is_empty()).then(|| errors.join("; "));
@@ -650,9 +661,45 @@ impl Engine {
         view
     }
 
+    /// Removes every fault, the kill switch's way: per namespace, the traffic is released
+    /// first (filters detached, qdiscs restored) in one pass, and the maps go with the pins,
+    /// instead of undoing each fault's map entries one by one.
     fn remove_all(&mut self, state: FaultState) -> Vec<FaultView> {
-        let ids: Vec<String> = self.faults.keys().cloned().collect();
-        ids.iter().map(|id| self.remove_fault(id, state)).collect()
+        let mut views = Vec::new();
+        let netns_ids: Vec<NetnsId> = self.namespaces.keys().copied().collect();
+        for netns in netns_ids {
+            let ids: Vec<String> = self
+                .faults
+                .values()
+                .filter(|f| f.netns == netns)
+                .map(|f| f.id.clone())
+                .collect();
+            let slots: Vec<u32> = ids
+                .iter()
+                .filter_map(|id| self.faults.get(id))
+                .map(|f| f.installed.slot)
+                .collect();
+            let Some(namespace) = self.namespaces.get_mut(&netns) else {
+                continue;
+            };
+            let (counters, errors) = match namespace.run(&self.home, |ns| ns.teardown(&slots)) {
+                Ok((counters, errors)) => {
+                    (counters, errors.iter().map(ToString::to_string).collect())
+                }
+                Err(e) => (BTreeMap::new(), vec![e.to_string()]),
+            };
+            self.drop_namespace_if_idle(netns);
+            for id in ids {
+                if let Some(fault) = self.faults.remove(&id) {
+                    let read = counters.get(&fault.installed.slot).copied();
+                    views.push(self.forget(fault, state, read, &errors));
+                }
+            }
+        }
+        // Faults of no known namespace cannot be: removed one by one all the same.
+        let rest: Vec<String> = self.faults.keys().cloned().collect();
+        views.extend(rest.iter().map(|id| self.remove_fault(id, state)));
+        views
     }
 
     /// A namespace without faults keeps nothing of ours, pins included.

@@ -398,6 +398,42 @@ impl Namespace {
         (counters, errors)
     }
 
+    /// Removes every fault of the namespace at once; returns the final counters of `slots` and
+    /// every error met. Traffic is released first; the model ends empty (idle), and the maps
+    /// are left to go with the pins.
+    pub fn teardown(&mut self, slots: &[u32]) -> (BTreeMap<u32, FlCounters>, Vec<KernelError>) {
+        let mut errors = Vec::new();
+        let present =
+            |device: &DeviceKey| kernel::ifindex(&device.name).ok() == Some(device.ifindex);
+        for (device, state) in &self.devices {
+            if !present(device) {
+                continue;
+            }
+            for hook in Hook::ALL {
+                if state.hook_users[hook_index(hook)] > 0 {
+                    errors.extend(bpf::detach(&device.name, hook).err());
+                }
+            }
+        }
+        for (device, delays) in &mut self.delays {
+            errors.extend(delays.teardown(device.ifindex));
+        }
+        self.delays.clear();
+        let counters = slots
+            .iter()
+            .filter_map(|&slot| Some((slot, self.datapath.read_counters(slot).ok()?)))
+            .collect();
+        for (device, state) in std::mem::take(&mut self.devices) {
+            if state.created_clsact && present(&device) {
+                errors.extend(remove_clsact_if_unused(device.ifindex).err());
+            }
+        }
+        self.index = PrefixIndex::default();
+        self.free_slots.clear();
+        self.next_slot = 0;
+        (counters, errors)
+    }
+
     fn alloc_slot(&mut self) -> Result<u32, EngineError> {
         if let Some(slot) = self.free_slots.pop() {
             return Ok(slot);

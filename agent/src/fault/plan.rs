@@ -117,13 +117,37 @@ pub struct PrefixKey {
     pub len: u32,
 }
 
+fn mask(len: u32) -> u128 {
+    u128::MAX.checked_shl(128 - len).unwrap_or(0)
+}
+
 impl PrefixKey {
+    /// The key for the first `len` bits of `addr` (host bits cleared, as the trie sees it).
+    fn new(ifindex: u32, addr: [u8; 16], len: u32) -> PrefixKey {
+        PrefixKey {
+            ifindex,
+            addr: (u128::from_be_bytes(addr) & mask(len)).to_be_bytes(),
+            len,
+        }
+    }
+
     fn contains(&self, other: &PrefixKey) -> bool {
         if self.ifindex != other.ifindex || other.len < self.len {
             return false;
         }
-        let mask = u128::MAX.checked_shl(128 - self.len).unwrap_or(0);
+        let mask = mask(self.len);
         u128::from_be_bytes(self.addr) & mask == u128::from_be_bytes(other.addr) & mask
+    }
+
+    /// Every key this one contains lies in this range of the key order (ifindex, addr, len).
+    fn subtree(&self) -> std::ops::RangeInclusive<PrefixKey> {
+        let low = u128::from_be_bytes(self.addr) & mask(self.len);
+        let high = low | !mask(self.len);
+        PrefixKey::new(self.ifindex, low.to_be_bytes(), 0)..=PrefixKey {
+            ifindex: self.ifindex,
+            addr: high.to_be_bytes(),
+            len: 128,
+        }
     }
 }
 
@@ -190,7 +214,7 @@ pub fn prefix_keys(spec: &FaultSpec, ifindex: u32) -> Vec<PrefixKey> {
         .iter()
         .map(|cidr| {
             let (addr, len) = cidr.to_mapped_v6();
-            PrefixKey { ifindex, addr, len }
+            PrefixKey::new(ifindex, addr, len)
         })
         .collect();
     keys.sort();
@@ -273,19 +297,27 @@ impl PrefixIndex {
         &self,
         scope: &[PrefixKey],
     ) -> Result<Vec<(PrefixKey, FlCandidates)>, TooManyOverlapping> {
-        self.owners
-            .keys()
-            .filter(|key| scope.iter().any(|s| s.contains(key)))
-            .map(|key| Ok((*key, self.candidates(key)?)))
+        // Range queries keep an apply or revoke independent of how many faults there are.
+        let within: BTreeSet<PrefixKey> = scope
+            .iter()
+            .flat_map(|s| {
+                self.owners
+                    .range(s.subtree())
+                    .map(|(key, _)| *key)
+                    .filter(|key| s.contains(key))
+            })
+            .collect();
+        within
+            .into_iter()
+            .map(|key| Ok((key, self.candidates(&key)?)))
             .collect()
     }
 
+    /// The slots of every key containing `key`: its ancestors, one lookup per prefix length.
     fn candidates(&self, key: &PrefixKey) -> Result<FlCandidates, TooManyOverlapping> {
-        let slots: BTreeSet<u32> = self
-            .owners
-            .iter()
-            .filter(|(owner, _)| owner.contains(key))
-            .flat_map(|(_, slots)| slots.iter().copied())
+        let slots: BTreeSet<u32> = (0..=key.len)
+            .filter_map(|len| self.owners.get(&PrefixKey::new(key.ifindex, key.addr, len)))
+            .flat_map(|slots| slots.iter().copied())
             .collect();
         if slots.len() > MAX_CANDIDATES {
             return Err(TooManyOverlapping {

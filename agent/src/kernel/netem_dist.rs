@@ -7,6 +7,8 @@
 //! floating-point operations in the same order, `rint` = round-half-even) because a last-bit
 //! difference moves an entry; the unit tests pin values of the files iproute2 6.1 installs.
 
+use std::sync::OnceLock;
+
 use crate::fault::netem::Distribution;
 
 /// `NETEM_DIST_SCALE` (include/uapi/linux/pkt_sched.h): table entries are sigma * 8192.
@@ -19,7 +21,21 @@ pub const TABLE_LEN: usize = TABLESIZE / 4;
 const PARETO_SHAPE: f64 = 3.0;
 
 /// The s16 table netem needs for `dist`; None for uniform, which the kernel computes itself.
-pub fn table(dist: Distribution) -> Option<Vec<i16>> {
+/// Generated once per distribution (about 8 ms each) and kept.
+pub fn table(dist: Distribution) -> Option<&'static [i16]> {
+    static NORMAL: OnceLock<Vec<i16>> = OnceLock::new();
+    static PARETO: OnceLock<Vec<i16>> = OnceLock::new();
+    static PARETO_NORMAL: OnceLock<Vec<i16>> = OnceLock::new();
+    let cell = match dist {
+        Distribution::Uniform => return None,
+        Distribution::Normal => &NORMAL,
+        Distribution::Pareto => &PARETO,
+        Distribution::ParetoNormal => &PARETO_NORMAL,
+    };
+    Some(cell.get_or_init(|| generate(dist).unwrap_or_default()))
+}
+
+fn generate(dist: Distribution) -> Option<Vec<i16>> {
     match dist {
         Distribution::Uniform => None,
         Distribution::Normal => Some(normal_values().into_iter().map(clamp_i16).collect()),
@@ -239,7 +255,7 @@ mod tests {
         let sampled = INDEXES.map(|i| table[i]);
         assert_eq!(sampled, values, "{dist:?}");
         let total: i64 = table.iter().map(|&v| i64::from(v)).sum();
-        let weighted: i64 = (1..).zip(&table).map(|(i, &v)| i * i64::from(v)).sum();
+        let weighted: i64 = (1..).zip(table).map(|(i, &v)| i * i64::from(v)).sum();
         assert_eq!((total, weighted), (sum, weighted_sum), "{dist:?}");
     }
 

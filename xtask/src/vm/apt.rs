@@ -36,7 +36,7 @@ pub fn ensure_host_tools() -> Result<()> {
         );
     }
 
-    let mut missing: Vec<String> = HOST_TOOLS
+    let missing: Vec<String> = HOST_TOOLS
         .iter()
         .filter(|(cmd, _)| find_in(SYSTEM_PATH, cmd).is_none())
         .map(|&(_, pkg)| pkg.to_owned())
@@ -44,7 +44,24 @@ pub fn ensure_host_tools() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    println!("vm-test: installing {}", missing.join(" "));
+    install(missing)
+}
+
+/// Installs the packages of whichever `(command, package)` commands are not on PATH.
+pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|(cmd, _)| find_in(SYSTEM_PATH, cmd).is_none())
+        .map(|&(_, pkg)| pkg.to_owned())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    install(missing)
+}
+
+fn install(mut missing: Vec<String>) -> Result<()> {
+    println!("xtask: installing {}", missing.join(" "));
     let started = Instant::now();
     update()?;
     // qemu-system-x86 needs qemu-utils of its own version. A newer one from elsewhere (seen:
@@ -68,7 +85,7 @@ pub fn ensure_host_tools() -> Result<()> {
         .args(&missing);
     run_quiet(&mut install).with_context(|| format!("installing {} failed", missing.join(" ")))?;
     println!(
-        "vm-test: installed in {:.1}s",
+        "xtask: installed in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     Ok(())

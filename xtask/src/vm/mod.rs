@@ -2,7 +2,7 @@
 //! [`kernel::KERNELS`], each from an initramfs holding the tests, the host's tools and the
 //! kernel's qdisc modules.
 
-mod apt;
+pub mod apt;
 mod cpio;
 mod guest;
 mod kernel;
