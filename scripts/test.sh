@@ -21,6 +21,8 @@ log "build"
 cargo build --workspace --bins --quiet
 log "host stage: tests on kernel $(uname -r)"
 host_start=$SECONDS
+# faultd mounts bpffs for its pins when it is missing; the run puts the machine back as it was.
+bpffs_before=$(findmnt -n -t bpf /sys/fs/bpf >/dev/null && echo mounted || echo absent)
 cargo test --workspace --quiet
 log "host stage took $((SECONDS - host_start)) s"
 
@@ -29,7 +31,11 @@ vm_start=$SECONDS
 cargo xtask vm-test
 log "VM stage took $((SECONDS - vm_start)) s"
 
-# The suite must leave the machine as it found it: no namespaces, veths, agents or qdiscs.
-leaks=$(ip netns list | awk '$1 ~ /^fl-/ {print $1}'; ip -o link show | awk -F': ' '$2 ~ /^fl/ {print $2}'; pgrep -x faultd; pgrep -f '^qemu-system' || true)
+# The suite must leave the machine as it found it: no namespaces, veths, agents (or their
+# reapers, also named faultd), qemu, or pins.
+leaks=$(ip netns list | awk '$1 ~ /^fl-/ {print $1}'; ip -o link show | awk -F': ' '$2 ~ /^fl/ {print $2}'; pgrep -x faultd; pgrep -f '^qemu-system'; ls -d /sys/fs/bpf/faultline* 2>/dev/null || true)
 [ -z "$leaks" ] || die "the tests left behind: $leaks"
+if [ "$bpffs_before" = absent ] && findmnt -n -t bpf /sys/fs/bpf >/dev/null; then
+    umount /sys/fs/bpf
+fi
 log "all tests passed; nothing left behind"

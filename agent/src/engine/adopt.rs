@@ -21,7 +21,6 @@ use crate::{
     },
     kernel::{
         self,
-        bpf::Hook,
         netns::{Netns, NetnsId},
         pins, KernelError,
     },
@@ -261,13 +260,7 @@ fn active_fault(record: &FaultRecord, netns: NetnsId, now_ns: u64) -> Option<Act
         ifindex: record.ifindex,
     };
     let prefixes = plan::prefix_keys(&spec, record.ifindex);
-    let hooks: Vec<Hook> = Hook::ALL
-        .into_iter()
-        .filter(|h| match h {
-            Hook::Egress => spec.target.direction.has_egress(),
-            Hook::Ingress => spec.target.direction.has_ingress(),
-        })
-        .collect();
+    let hooks = super::hooks_of(&spec);
     let remaining = Duration::from_nanos(record.deadline_ns.saturating_sub(now_ns));
     Some(ActiveFault {
         id: record.id.clone(),

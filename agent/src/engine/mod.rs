@@ -492,13 +492,7 @@ impl Engine {
         let flow_seed = (mix64(self.next_id ^ deadline_ns) >> 32) as u32;
         let mut value = plan::fault_value(&spec, flow_seed);
         value.deadline_ns = deadline_ns;
-        let hooks: Vec<Hook> = Hook::ALL
-            .into_iter()
-            .filter(|h| match h {
-                Hook::Egress => spec.target.direction.has_egress(),
-                Hook::Ingress => spec.target.direction.has_ingress(),
-            })
-            .collect();
+        let hooks = hooks_of(&spec);
 
         let home = &self.home;
         let fresh = !self.namespaces.contains_key(&netns_id);
@@ -710,6 +704,17 @@ impl Engine {
             }
         }
     }
+}
+
+/// The tc hooks a fault acts at.
+fn hooks_of(spec: &FaultSpec) -> Vec<Hook> {
+    Hook::ALL
+        .into_iter()
+        .filter(|h| match h {
+            Hook::Egress => spec.target.direction.has_egress(),
+            Hook::Ingress => spec.target.direction.has_ingress(),
+        })
+        .collect()
 }
 
 /// splitmix64: spreads ids and flow seeds.

@@ -35,16 +35,7 @@ pub fn ensure_host_tools() -> Result<()> {
             missing.join(", ")
         );
     }
-
-    let missing: Vec<String> = HOST_TOOLS
-        .iter()
-        .filter(|(cmd, _)| find_in(SYSTEM_PATH, cmd).is_none())
-        .map(|&(_, pkg)| pkg.to_owned())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    install(missing)
+    ensure_tools(HOST_TOOLS)
 }
 
 /// Installs the packages of whichever `(command, package)` commands are not on PATH.
