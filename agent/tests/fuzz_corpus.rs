@@ -63,40 +63,39 @@ fn replay(inputs: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Result<Verdict
         .collect()
 }
 
-fn failures(verdicts: &BTreeMap<String, Result<Verdict, String>>) -> Vec<String> {
-    verdicts
+/// Replays every input under `fuzz/<sub>`; panics listing each one whose checks failed.
+fn replay_all(sub: &str) -> BTreeMap<String, Result<Verdict, String>> {
+    let verdicts = replay(&inputs(&fuzz_dir().join(sub)));
+    let failed: Vec<String> = verdicts
         .iter()
         .filter_map(|(name, outcome)| outcome.as_ref().err().map(|e| format!("{name}: {e}")))
-        .collect()
-}
-
-#[test]
-fn the_fuzz_corpus_replays_cleanly() {
-    let dir = fuzz_dir().join("corpus/request");
-    let verdicts = replay(&inputs(&dir));
-    let failed = failures(&verdicts);
+        .collect();
     assert!(
         failed.is_empty(),
         "properties broken:\n{}",
         failed.join("\n")
     );
+    verdicts
+}
+
+#[test]
+fn the_fuzz_corpus_replays_cleanly() {
+    let verdicts = replay_all("corpus/request");
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
     for verdict in verdicts.values().flatten() {
         *tally.entry(verdict.code_name()).or_default() += 1;
     }
     println!(
-        "{} corpus inputs replayed from {}",
-        verdicts.len(),
-        dir.display()
+        "{} corpus inputs replayed from fuzz/corpus/request",
+        verdicts.len()
     );
     for (name, count) in &tally {
         println!("  {count:>5}  {name}");
     }
     assert!(
         verdicts.len() >= MIN_CORPUS_INPUTS,
-        "only {} corpus inputs in {}",
-        verdicts.len(),
-        dir.display()
+        "only {} corpus inputs in fuzz/corpus/request",
+        verdicts.len()
     );
     // Valid applies reach normalisation and compilation, the deepest checks.
     let applies = tally.get("accepted:Apply").copied().unwrap_or(0);
@@ -122,14 +121,7 @@ fn expected_verdicts() -> BTreeMap<String, (String, String)> {
 
 #[test]
 fn hostile_inputs_are_refused_with_stable_codes() {
-    let dir = fuzz_dir().join("hostile");
-    let verdicts = replay(&inputs(&dir));
-    let failed = failures(&verdicts);
-    assert!(
-        failed.is_empty(),
-        "properties broken:\n{}",
-        failed.join("\n")
-    );
+    let verdicts = replay_all("hostile");
     let expected = expected_verdicts();
 
     let mut wrong = Vec::new();
