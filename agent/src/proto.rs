@@ -44,6 +44,29 @@ pub enum ErrorCode {
     Internal,
 }
 
+impl ErrorCode {
+    /// The code as it is on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ParseError => "parse_error",
+            Self::InvalidRequest => "invalid_request",
+            Self::UnknownOp => "unknown_op",
+            Self::InvalidValue => "invalid_value",
+            Self::NotFound => "not_found",
+            Self::NetnsNotFound => "netns_not_found",
+            Self::DeviceNotFound => "device_not_found",
+            Self::Unsupported => "unsupported",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::Conflict => "conflict",
+            Self::LineTooLong => "line_too_long",
+            Self::Forbidden => "forbidden",
+            Self::Busy => "busy",
+            Self::KernelError => "kernel_error",
+            Self::Internal => "internal",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub code: ErrorCode,
@@ -97,6 +120,8 @@ pub enum Request {
     },
     Clear,
     Watch,
+    /// Request counts and the active faults' counters (`faultctl metrics`).
+    Metrics,
 }
 
 #[derive(Deserialize)]
@@ -208,11 +233,12 @@ fn parse_op(op: &str, args: Map<String, Value>) -> Result<Request, ErrorBody> {
         },
         "clear" => args_of::<NoArgs>(args).map(|_| Request::Clear)?,
         "watch" => args_of::<NoArgs>(args).map(|_| Request::Watch)?,
+        "metrics" => args_of::<NoArgs>(args).map(|_| Request::Metrics)?,
         other => {
             return Err(ErrorBody::new(
                 ErrorCode::UnknownOp,
                 format!(
-                    "unknown op {other:?}; ops are hello, apply, renew, list, get, revoke, clear, watch"
+                    "unknown op {other:?}; ops are hello, apply, renew, list, get, revoke, clear, watch, metrics"
                 ),
             )
             .with_field("op"))
@@ -220,13 +246,36 @@ fn parse_op(op: &str, args: Map<String, Value>) -> Result<Request, ErrorBody> {
     })
 }
 
-/// One response line.
-pub fn response_line(id: &Value, outcome: Result<Value, ErrorBody>) -> String {
-    let body = match outcome {
-        Ok(result) => serde_json::json!({"id": id, "ok": true, "result": result}),
-        Err(error) => serde_json::json!({"id": id, "ok": false, "error": error}),
+/// One response line, serialized straight from the result: going through a `Value` cost
+/// 13 µs per fault view, most of the time a `clear` of 1,000 faults took.
+pub fn response_line<T: Serialize>(id: &Value, outcome: Result<T, ErrorBody>) -> String {
+    #[derive(Serialize)]
+    struct Line<'a, T> {
+        id: &'a Value,
+        ok: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<T>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorBody>,
+    }
+    let (result, error) = match outcome {
+        Ok(result) => (Some(result), None),
+        Err(error) => (None, Some(error)),
     };
-    let mut line = body.to_string();
+    let ok = error.is_none();
+    let mut line = serde_json::to_string(&Line {
+        id,
+        ok,
+        result,
+        error,
+    })
+    .unwrap_or_else(|e| {
+        let error = ErrorBody::new(
+            ErrorCode::Internal,
+            format!("cannot encode the answer: {e}"),
+        );
+        serde_json::json!({"id": id, "ok": false, "error": error}).to_string()
+    });
     line.push('\n');
     line
 }
@@ -350,10 +399,37 @@ mod tests {
     }
 
     #[test]
+    fn error_codes_read_as_on_the_wire() {
+        use ErrorCode::*;
+        for code in [
+            ParseError,
+            InvalidRequest,
+            UnknownOp,
+            InvalidValue,
+            NotFound,
+            NetnsNotFound,
+            DeviceNotFound,
+            Unsupported,
+            LimitExceeded,
+            Conflict,
+            LineTooLong,
+            Forbidden,
+            Busy,
+            KernelError,
+            Internal,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).ok(),
+                Some(Value::from(code.as_str()))
+            );
+        }
+    }
+
+    #[test]
     fn the_id_survives_errors() {
         let (id, _) = parse_request(br#"{"id":{"n":1},"op":"nope"}"#);
         assert_eq!(id, serde_json::json!({"n": 1}));
-        let line = response_line(&id, Err(ErrorBody::new(ErrorCode::UnknownOp, "x")));
+        let line = response_line::<()>(&id, Err(ErrorBody::new(ErrorCode::UnknownOp, "x")));
         assert!(line.ends_with('\n'));
         let v: Value = serde_json::from_str(&line).expect("json");
         assert_eq!(v["ok"], false);

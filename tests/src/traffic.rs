@@ -381,6 +381,25 @@ fn tcp_sink(listener: &TcpListener, deadline: Instant) -> (usize, Instant) {
     (total, Instant::now())
 }
 
+/// Round-trip times in ms of `count` pings from one side, sorted; `interval` in seconds as
+/// ping takes it ("0.01").
+pub fn ping_rtts(lab: &Lab, from: Side, to: IpAddr, count: u32, interval: &str) -> Vec<f64> {
+    let count = count.to_string();
+    let to = to.to_string();
+    let out = lab.exec(
+        from,
+        &["ping", "-n", "-c", &count, "-i", interval, "-W", "5", &to],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut times: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("time="))
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times
+}
+
 /// `ping` from one side; returns (transmitted, received) from its summary.
 pub fn ping(lab: &Lab, from: Side, to_addr: IpAddr, count: u64, interval: Duration) -> (u64, u64) {
     let (count, interval) = (count.to_string(), format!("{:.3}", interval.as_secs_f64()));

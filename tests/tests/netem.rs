@@ -14,7 +14,7 @@ use faultline_tests::{
     agent::Agent,
     kernel::{snmp, tc_snapshot},
     lab::{Lab, Side},
-    traffic::{tcp_bulk, udp_burst},
+    traffic::{self, tcp_bulk, udp_burst},
 };
 use serde_json::{json, Value};
 use support::{apply, apply_error, id_of, list_ids, revoke};
@@ -49,22 +49,8 @@ fn netem_fault(lab: &Lab, target: Value, netem: Value) -> Value {
     json!({"target": target_json, "netem": netem, "duration": "120s"})
 }
 
-/// Round-trip times in ms of `count` pings from a.
 fn rtts(lab: &Lab, to: IpAddr, count: u32, interval: &str) -> Vec<f64> {
-    let count = count.to_string();
-    let to = to.to_string();
-    let out = lab.exec(
-        Side::A,
-        &["ping", "-n", "-c", &count, "-i", interval, "-W", "5", &to],
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut times: Vec<f64> = text
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("time="))
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times
+    traffic::ping_rtts(lab, Side::A, to, count, interval)
 }
 
 fn median(v: &[f64]) -> f64 {

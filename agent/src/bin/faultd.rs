@@ -20,6 +20,7 @@ use caps::{CapSet, Capability};
 use clap::{Parser, ValueEnum};
 use faultline::{
     control::{
+        metrics::{self, NotLoopback, RequestCounts},
         ownership,
         server::{self, ServerConfig},
         DEFAULT_SOCKET,
@@ -70,6 +71,9 @@ struct Args {
     /// Close a connection that sends no request for this long (watches excepted).
     #[arg(long, default_value = "10m", value_parser = duration_arg)]
     idle_timeout: Duration,
+    /// Serve Prometheus metrics (GET /metrics) on this loopback address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Run as the reaper of the faultd that started this process (internal).
     #[arg(long, hide = true)]
     reap: bool,
@@ -129,8 +133,9 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the server only parses, forwards to the engine's thread and writes answers;
+    // a second worker cost more in cross-thread wake-ups than it gained (measured: issue 5).
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")
@@ -159,9 +164,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .max_faults()
         .map_or(args.max_faults, |max| max.min(args.max_faults));
     let policy = Arc::new(policy);
+    if let Some(addr) = args.metrics_listen.filter(|a| !a.ip().is_loopback()) {
+        return Err(NotLoopback(addr).into());
+    }
     runtime()?.block_on(async {
         // Bind before anything else: a second faultd must not touch the first's state.
         let listener = server::bind(&args.socket).await?;
+        let metrics_listener = match args.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--metrics-listen {addr}"))?,
+            ),
+            None => None,
+        };
         let ownership = ownership::acquire(&args.state_dir)?;
         let config = EngineConfig {
             state_dir: args.state_dir.clone(),
@@ -183,7 +199,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         };
         let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-        let serving = server::serve(listener, engine.clone(), policy, server_config);
+        let counts = Arc::new(RequestCounts::default());
+        if let Some(listener) = metrics_listener {
+            tracing::info!(addr = %listener.local_addr()?, "serving metrics");
+            tokio::spawn(metrics::serve_http(listener, engine.clone(), counts.clone()));
+        }
+        let serving = server::serve(listener, engine.clone(), policy, server_config, counts);
         tokio::pin!(serving);
         tokio::select! {
             () = &mut serving => {}

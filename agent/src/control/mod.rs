@@ -2,6 +2,7 @@
 //! and `ownership` of the state directory between a faultd and its reaper.
 
 pub mod client;
+pub mod metrics;
 pub mod ownership;
 pub mod server;
 

@@ -21,11 +21,15 @@ use tokio::{
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tracing::Instrument;
 
+use super::metrics::{self, RequestCounts, Snapshot};
 use crate::{
     engine::{Command, ConnectionId, EngineError, EngineHandle},
     fault::values::format_duration,
     policy::{Access, Policy},
-    proto::{parse_request, response_line, ErrorBody, ErrorCode, Lease, Request, MAX_LINE_BYTES},
+    proto::{
+        parse_request, response_line, ErrorBody, ErrorCode, FaultView, Lease, Request,
+        MAX_LINE_BYTES,
+    },
 };
 
 #[derive(Debug, Error)]
@@ -97,6 +101,7 @@ pub async fn serve(
     engine: EngineHandle,
     policy: Arc<Policy>,
     config: ServerConfig,
+    counts: Arc<RequestCounts>,
 ) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let config = Arc::new(config);
@@ -114,6 +119,7 @@ pub async fn serve(
         let peer = peer_of(&stream, &policy);
         let span = tracing::info_span!("conn", peer_uid = peer.uid, peer_pid = peer.pid);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
+            counts.count("connect", Err(ErrorCode::Busy));
             tokio::spawn(
                 refuse(stream, config.max_connections, config.write_timeout).instrument(span),
             );
@@ -122,9 +128,11 @@ pub async fn serve(
         let connection_id = next_connection;
         let engine = engine.clone();
         let config = config.clone();
+        let counts = counts.clone();
         tokio::spawn(
             async move {
-                if let Err(e) = connection(stream, &engine, peer, connection_id, &config).await {
+                let served = connection(stream, &engine, peer, connection_id, &config, &counts);
+                if let Err(e) = served.await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 // Whatever ended the connection, its leased faults end with it.
@@ -177,7 +185,7 @@ async fn refuse(mut stream: UnixStream, max: usize, write_timeout: Duration) {
         ErrorCode::Busy,
         format!("faultd serves at most {max} connections at once; try again later"),
     );
-    let line = response_line(&Value::Null, Err(error));
+    let line = response_line::<()>(&Value::Null, Err(error));
     let _ = timeout(write_timeout, stream.write_all(line.as_bytes())).await;
 }
 
@@ -187,6 +195,7 @@ async fn connection(
     peer: Peer,
     connection_id: ConnectionId,
     config: &ServerConfig,
+    counts: &RequestCounts,
 ) -> io::Result<()> {
     let (read, write) = stream.into_split();
     let mut write = TimedWriter {
@@ -203,7 +212,9 @@ async fn connection(
                     format_duration(config.idle_timeout)
                 ),
             );
-            write.line(&response_line(&Value::Null, Err(error))).await?;
+            write
+                .line(&response_line::<()>(&Value::Null, Err(error)))
+                .await?;
             return Ok(());
         };
         let Some(line) = next else {
@@ -216,7 +227,9 @@ async fn connection(
                     ErrorCode::LineTooLong,
                     format!("request lines are limited to {MAX_LINE_BYTES} bytes; closing"),
                 );
-                write.line(&response_line(&Value::Null, Err(error))).await?;
+                write
+                    .line(&response_line::<()>(&Value::Null, Err(error)))
+                    .await?;
                 return Ok(());
             }
             Err(LinesCodecError::Io(e)) => return Err(e),
@@ -228,6 +241,7 @@ async fn connection(
         let op = request.as_ref().map(op_name).unwrap_or("invalid");
         let request = request.and_then(|r| authorize(r, peer));
         if request == Ok(Request::Watch) {
+            counts.count(op, Ok(()));
             let events = engine.subscribe();
             write
                 .line(&response_line(&id, Ok(json!({"watching": true}))))
@@ -235,9 +249,10 @@ async fn connection(
             return watch(events, lines, write).await;
         }
         let outcome = match request {
-            Ok(request) => dispatch(engine, request, connection_id).await,
+            Ok(request) => dispatch(engine, request, connection_id, counts).await,
             Err(error) => Err(error),
         };
+        counts.count(op, outcome.as_ref().map(|_| ()).map_err(|e| e.code));
         if let Err(error) = &outcome {
             tracing::info!(op, code = ?error.code, message = %error.message, "request refused");
         }
@@ -249,7 +264,7 @@ async fn connection(
 fn authorize(request: Request, peer: Peer) -> Result<Request, ErrorBody> {
     let read_only = matches!(
         request,
-        Request::Hello | Request::List | Request::Get { .. } | Request::Watch
+        Request::Hello | Request::List | Request::Get { .. } | Request::Watch | Request::Metrics
     );
     let allowed = match peer.access {
         Access::Full => true,
@@ -262,7 +277,7 @@ fn authorize(request: Request, peer: Peer) -> Result<Request, ErrorBody> {
     let op = op_name(&request);
     tracing::warn!(op, uid = peer.uid, pid = peer.pid, "access denied");
     let what = if peer.access == Access::ReadOnly {
-        "may only read (hello, list, get, watch)"
+        "may only read (hello, list, get, watch, metrics)"
     } else {
         "is not allowed to use faultd"
     };
@@ -304,22 +319,40 @@ fn op_name(request: &Request) -> &'static str {
         Request::Revoke { .. } => "revoke",
         Request::Clear => "clear",
         Request::Watch => "watch",
+        Request::Metrics => "metrics",
     }
+}
+
+/// What a request answers, serialized as it is into the response line.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Answer {
+    Hello(Value),
+    Fault(Box<FaultView>),
+    Faults { faults: Vec<FaultView> },
+    Revoked { revoked: Vec<FaultView> },
+    Metrics(Snapshot),
 }
 
 async fn dispatch(
     engine: &EngineHandle,
     request: Request,
     connection_id: ConnectionId,
-) -> Result<Value, ErrorBody> {
-    match request {
-        Request::Hello => Ok(engine.hello()),
-        Request::Apply { fault, key, lease } => {
+    counts: &RequestCounts,
+) -> Result<Answer, ErrorBody> {
+    let fault = |outcome: Result<FaultView, EngineError>| outcome.map(|view| Answer::Fault(Box::new(view)));
+    let outcome = match request {
+        Request::Hello => return Ok(Answer::Hello(engine.hello())),
+        Request::Apply {
+            fault: wire,
+            key,
+            lease,
+        } => {
             let lease = lease.map(|Lease::Connection| connection_id);
-            to_value(
+            fault(
                 engine
                     .call(|reply| Command::Apply {
-                        fault,
+                        fault: wire,
                         key,
                         lease,
                         reply,
@@ -327,7 +360,7 @@ async fn dispatch(
                     .await,
             )
         }
-        Request::Renew { fault_id, duration } => to_value(
+        Request::Renew { fault_id, duration } => fault(
             engine
                 .call(|reply| Command::Renew {
                     fault_id,
@@ -336,27 +369,26 @@ async fn dispatch(
                 })
                 .await,
         ),
-        Request::List => {
-            to_value(engine.call(Command::List).await).map(|faults| json!({"faults": faults}))
-        }
+        Request::List => engine
+            .call(Command::List)
+            .await
+            .map(|faults| Answer::Faults { faults }),
         Request::Get { fault_id } => {
-            to_value(engine.call(|reply| Command::Get { fault_id, reply }).await)
+            fault(engine.call(|reply| Command::Get { fault_id, reply }).await)
         }
-        Request::Revoke { fault_id } => to_value(
+        Request::Revoke { fault_id } => fault(
             engine
                 .call(|reply| Command::Revoke { fault_id, reply })
                 .await,
         ),
-        Request::Clear => {
-            to_value(engine.call(Command::Clear).await).map(|faults| json!({"revoked": faults}))
-        }
+        Request::Clear => engine
+            .call(Command::Clear)
+            .await
+            .map(|revoked| Answer::Revoked { revoked }),
+        Request::Metrics => metrics::snapshot(engine, counts).await.map(Answer::Metrics),
         Request::Watch => unreachable!("handled by the connection loop"),
-    }
-}
-
-fn to_value<T: serde::Serialize>(outcome: Result<T, EngineError>) -> Result<Value, ErrorBody> {
-    let value = outcome.map_err(|e| e.to_body())?;
-    serde_json::to_value(value).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
+    };
+    outcome.map_err(|e| e.to_body())
 }
 
 /// Streams events until the client closes. Further requests on a watching connection are

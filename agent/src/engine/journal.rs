@@ -2,15 +2,16 @@
 //! append-only log of changes (`journal.log`), written before each change is answered so a
 //! faultd (or reaper) taking over after a crash knows exactly what is live. An append is one
 //! `write`, whole against a crash of faultd, and costs the same with 1 or 10,000 faults;
-//! the log is compacted into a snapshot (write, rename) as it grows. An fsync, done off the
-//! request path by a flusher thread, makes it durable against a crash of the host.
+//! the log is compacted into a snapshot (write, rename) as it grows. There is no fsync: the
+//! page cache outlives faultd, and a crash of the host takes every kernel object the journal
+//! describes with it (the journal of an earlier boot is ignored), so durability would buy
+//! nothing.
 
 use std::{
     collections::{BTreeMap, HashMap},
     fs,
     io::Write,
     path::{Path, PathBuf},
-    sync::mpsc,
 };
 
 use serde::{Deserialize, Serialize};
@@ -129,7 +130,6 @@ pub struct Journal {
     file: Option<fs::File>,
     /// Lines after the header, to decide when to compact.
     lines: usize,
-    flusher: mpsc::Sender<()>,
 }
 
 impl Journal {
@@ -138,18 +138,11 @@ impl Journal {
         let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_owned())
             .unwrap_or_default();
-        let path = state_dir.join(FILE);
-        let (flusher, requests) = mpsc::channel();
-        let target = path.clone();
-        std::thread::Builder::new()
-            .name("faultline-journal".into())
-            .spawn(move || flush_loop(&target, &requests))?;
         Ok(Self {
-            path,
+            path: state_dir.join(FILE),
             boot_id,
             file: None,
             lines: 0,
-            flusher,
         })
     }
 
@@ -261,7 +254,6 @@ impl Journal {
         };
         file.write_all(&bytes)?;
         self.lines += entries.len();
-        let _ = self.flusher.send(());
         Ok(())
     }
 
@@ -282,24 +274,7 @@ impl Journal {
         fs::rename(&tmp, &self.path)?;
         self.file = None;
         self.lines = entries.len();
-        let _ = self.flusher.send(());
         Ok(())
-    }
-}
-
-/// Fsyncs the journal and its directory after writes, once per burst of them.
-fn flush_loop(path: &Path, requests: &mpsc::Receiver<()>) {
-    while requests.recv().is_ok() {
-        while requests.try_recv().is_ok() {}
-        let synced = fs::File::open(path)
-            .and_then(|f| f.sync_all())
-            .and_then(|()| match path.parent() {
-                Some(dir) => fs::File::open(dir).and_then(|d| d.sync_all()),
-                None => Ok(()),
-            });
-        if let Err(e) = synced {
-            tracing::warn!(path = %path.display(), error = %e, "cannot fsync the journal");
-        }
     }
 }
 

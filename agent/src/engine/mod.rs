@@ -483,8 +483,8 @@ impl Engine {
             // Reopened by a later faultd, this path names that faultd's (the same) namespace.
             None => PathBuf::from("/proc/self/ns/net"),
         };
-        let netns = Netns::open(&netns_path)?;
-        let netns_id = netns.id();
+        // An open namespace is found by identity, without opening the path again.
+        let mut netns_id = Netns::identify(&netns_path)?;
         let id = self.new_fault_id();
         let applied_at = SystemTime::now();
         let deadline = Instant::now() + spec.duration;
@@ -497,6 +497,9 @@ impl Engine {
         let home = &self.home;
         let fresh = !self.namespaces.contains_key(&netns_id);
         if fresh {
+            let netns = Netns::open(&netns_path)?;
+            // The path may have been bound to another namespace since it was looked at.
+            netns_id = netns.id();
             let pin_dir = pins::namespace_dir(&self.config.pin_root, netns_id);
             let inside = netns.enter(home)?;
             let namespace = Namespace::new(netns, pin_dir, &self.protected);
@@ -507,12 +510,15 @@ impl Engine {
             unreachable!("inserted above");
         };
         let dev = spec.target.dev.as_str().to_owned();
-        let installed = namespace.run(home, |ns| {
-            ns.install(&dev, &hooks, value, netem_options.as_deref(), |ifindex| {
-                plan::prefix_keys(&spec, ifindex)
-            })
-        });
-        let installed = match installed.and_then(|r| r) {
+        let installed = namespace.install(
+            home,
+            &dev,
+            &hooks,
+            value,
+            netem_options.as_deref(),
+            |ifindex| plan::prefix_keys(&spec, ifindex),
+        );
+        let installed = match installed {
             Ok(done) => done,
             Err(e) => {
                 if fresh {
@@ -580,7 +586,7 @@ impl Engine {
         let slot = fault.installed.slot;
         let netns = fault.netns;
         if let Some(namespace) = self.namespaces.get_mut(&netns) {
-            namespace.run(&self.home, |ns| ns.set_deadline(slot, deadline_ns))??;
+            namespace.set_deadline(slot, deadline_ns)?;
         }
         let Some(fault) = self.faults.get_mut(id) else {
             unreachable!("looked up above");
@@ -605,20 +611,14 @@ impl Engine {
         let Some(fault) = self.faults.remove(id) else {
             unreachable!("callers check the id");
         };
-        let mut counters = None;
-        let mut errors = Vec::new();
-        if let Some(namespace) = self.namespaces.get_mut(&fault.netns) {
-            let outcome = namespace.run(&self.home, |ns| {
-                ns.uninstall(&fault.installed, &fault.hooks)
-            });
-            match outcome {
-                Ok((read, errs)) => {
-                    counters = read;
-                    errors = errs.iter().map(ToString::to_string).collect();
-                }
-                Err(e) => errors.push(e.to_string()),
+        let (counters, errors) = match self.namespaces.get_mut(&fault.netns) {
+            Some(namespace) => {
+                let (read, errors) =
+                    namespace.uninstall(&self.home, &fault.installed, &fault.hooks);
+                (read, errors.iter().map(ToString::to_string).collect())
             }
-        }
+            None => (None, Vec::new()),
+        };
         self.drop_namespace_if_idle(fault.netns);
         self.forget(fault, state, counters, &errors)
     }

@@ -1,6 +1,8 @@
 //! One network namespace's share of the engine's state: its datapath (programs and maps), the
 //! trie model, slot allocation, and which devices carry our filters. Every method that touches
-//! the kernel runs with the thread inside the namespace (`Namespace::run`).
+//! the kernel through netlink runs with the thread inside the namespace (`Namespace::run`, or
+//! entered by `install` and `uninstall` when they change filters or qdiscs); map updates and
+//! device lookups work from anywhere.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -15,12 +17,11 @@ use super::{
 use crate::{
     fault::plan::{PrefixIndex, PrefixKey, TrieChanges},
     kernel::{
-        self,
         abi::{FlCounters, FlFault, FlProtectedList, MAX_FAULTS},
         bpf::{self, Datapath, Hook},
         link,
         netns::Netns,
-        pins, qdisc, tc, KernelError,
+        pins, qdisc, tc, DeviceNames, KernelError,
     },
 };
 
@@ -48,6 +49,7 @@ fn hook_index(hook: Hook) -> usize {
 #[derive(Debug)]
 pub struct Namespace {
     netns: Netns,
+    names: DeviceNames,
     pin_dir: PathBuf,
     datapath: Datapath,
     index: PrefixIndex,
@@ -120,6 +122,7 @@ impl Namespace {
         Ok(Self {
             datapath,
             netns,
+            names: DeviceNames::here()?,
             pin_dir,
             index: PrefixIndex::default(),
             free_slots: Vec::new(),
@@ -285,9 +288,11 @@ impl Namespace {
     }
 
     /// Installs one fault on `dev`: all of it, or (on error) none of it. `netem` carries the
-    /// netem qdisc options of a delay fault.
+    /// netem qdisc options of a delay fault. The thread enters the namespace (and comes back
+    /// to `home`) only when filters or qdiscs change.
     pub fn install(
         &mut self,
+        home: &Netns,
         dev: &str,
         hooks: &[Hook],
         mut value: FlFault,
@@ -296,7 +301,12 @@ impl Namespace {
     ) -> Result<Installed, EngineError> {
         let device = DeviceKey {
             name: dev.to_owned(),
-            ifindex: kernel::ifindex(dev)?,
+            ifindex: self.names.ifindex(dev)?,
+        };
+        let _inside = if netem.is_some() || self.attaches(&device, hooks) {
+            Some(self.netns.enter(home)?)
+        } else {
+            None
         };
         let slot = self.alloc_slot()?;
         let prefixes = prefixes_for(device.ifindex);
@@ -338,7 +348,7 @@ impl Namespace {
     }
 
     fn undo_install(&mut self, installed: &Installed, hooks: &[Hook]) {
-        let (_, errors) = self.uninstall(installed, hooks);
+        let (_, errors) = self.uninstall_here(installed, hooks);
         for undo_error in errors {
             tracing::error!(error = %undo_error, "rolling back a failed apply");
         }
@@ -361,9 +371,49 @@ impl Namespace {
         Ok(())
     }
 
-    /// Removes one fault (or what a failed install got done of it); returns its final
-    /// counters and every error met on the way.
+    /// Whether a fault on `device` at `hooks` needs a filter attached.
+    fn attaches(&self, device: &DeviceKey, hooks: &[Hook]) -> bool {
+        self.devices.get(device).is_none_or(|state| {
+            hooks
+                .iter()
+                .any(|&hook| state.hook_users[hook_index(hook)] == 0)
+        })
+    }
+
+    /// Whether removing a fault on `device` at `hooks` detaches a filter or clsact.
+    fn releases(&self, device: &DeviceKey, hooks: &[Hook]) -> bool {
+        self.devices.get(device).is_some_and(|state| {
+            state.faults <= 1
+                || hooks
+                    .iter()
+                    .any(|&hook| state.hook_users[hook_index(hook)] <= 1)
+        })
+    }
+
+    /// Removes one fault; returns its final counters and every error met on the way. Enters
+    /// the namespace only when filters or qdiscs change.
     pub fn uninstall(
+        &mut self,
+        home: &Netns,
+        installed: &Installed,
+        hooks: &[Hook],
+    ) -> (Option<FlCounters>, Vec<KernelError>) {
+        let netlink = installed.delay.is_some()
+            || (installed.acquired && self.releases(&installed.device, hooks));
+        let _inside = if netlink {
+            match self.netns.enter(home) {
+                Ok(inside) => Some(inside),
+                Err(e) => return (None, vec![e]),
+            }
+        } else {
+            None
+        };
+        self.uninstall_here(installed, hooks)
+    }
+
+    /// `uninstall` with the thread already where netlink calls must be made, or none needed;
+    /// also takes back what a failed install got done.
+    fn uninstall_here(
         &mut self,
         installed: &Installed,
         hooks: &[Hook],
@@ -403,8 +453,8 @@ impl Namespace {
     /// are left to go with the pins.
     pub fn teardown(&mut self, slots: &[u32]) -> (BTreeMap<u32, FlCounters>, Vec<KernelError>) {
         let mut errors = Vec::new();
-        let present =
-            |device: &DeviceKey| kernel::ifindex(&device.name).ok() == Some(device.ifindex);
+        let names = &self.names;
+        let present = |device: &DeviceKey| names.ifindex(&device.name).ok() == Some(device.ifindex);
         for (device, state) in &self.devices {
             if !present(device) {
                 continue;
@@ -506,7 +556,7 @@ impl Namespace {
         let Some(state) = self.devices.get_mut(device) else {
             return errors;
         };
-        let present = kernel::ifindex(&device.name).ok() == Some(device.ifindex);
+        let present = self.names.ifindex(&device.name).ok() == Some(device.ifindex);
         state.faults = state.faults.saturating_sub(1);
         for &hook in hooks {
             let users = &mut state.hook_users[hook_index(hook)];

@@ -73,6 +73,56 @@ pub fn ifindex(dev: &str) -> Result<u32, KernelError> {
     })
 }
 
+/// Looks device names up in the namespace it was made in, from whatever namespace the
+/// calling thread is in: a socket keeps the namespace it was created in, so a fault on a
+/// device that already carries our filters needs no `setns` at all.
+#[derive(Debug)]
+pub struct DeviceNames {
+    socket: std::os::fd::OwnedFd,
+}
+
+impl DeviceNames {
+    /// For the calling thread's namespace.
+    pub fn here() -> Result<Self, KernelError> {
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+        let socket = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| KernelError::Syscall {
+            call: "socket",
+            source: e.into(),
+        })?;
+        Ok(Self { socket })
+    }
+
+    pub fn ifindex(&self, dev: &str) -> Result<u32, KernelError> {
+        use std::os::fd::AsRawFd;
+        let not_found = || KernelError::DeviceNotFound {
+            dev: dev.to_owned(),
+        };
+        // SAFETY: ifreq is plain data; all zeroes is a valid (empty) request.
+        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+        if dev.len() >= request.ifr_name.len() || dev.as_bytes().contains(&0) {
+            return Err(not_found());
+        }
+        for (to, &from) in request.ifr_name.iter_mut().zip(dev.as_bytes()) {
+            *to = from as libc::c_char;
+        }
+        // SAFETY: SIOCGIFINDEX reads the NUL-terminated name and writes the index into the
+        // request, which outlives the call.
+        let rc = unsafe { libc::ioctl(self.socket.as_raw_fd(), libc::SIOCGIFINDEX, &mut request) };
+        if rc < 0 {
+            return Err(not_found());
+        }
+        // SAFETY: a successful SIOCGIFINDEX fills the union's ifindex member.
+        let index = unsafe { request.ifr_ifru.ifru_ifindex };
+        u32::try_from(index).map_err(|_| not_found())
+    }
+}
+
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)

@@ -57,6 +57,19 @@ impl Netns {
         })
     }
 
+    /// The identity of the namespace at `path`, without opening it: enough to find one
+    /// already open (a path naming no namespace gets an identity no namespace has).
+    pub fn identify(path: &Path) -> Result<NetnsId, KernelError> {
+        let meta = std::fs::metadata(path).map_err(|source| KernelError::NetnsNotFound {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(NetnsId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
     /// The namespace the calling thread is in now.
     pub fn current() -> Result<Self, KernelError> {
         Self::open(Path::new("/proc/thread-self/ns/net"))

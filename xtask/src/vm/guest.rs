@@ -11,9 +11,10 @@ use super::cpio::Archive;
 use super::suite::Suite;
 use super::{find_in, SYSTEM_PATH};
 
-/// PID 1: mounts, modules, then runs RUN_TESTS.
+/// PID 1: mounts, modules, then runs /faultline/run.sh: one of these.
 const INIT: &str = include_str!("init.sh");
-const RUN_TESTS: &str = include_str!("run-tests.sh");
+pub const RUN_TESTS: &str = include_str!("run-tests.sh");
+pub const RUN_BENCH: &str = include_str!("run-bench.sh");
 
 /// Commands the guest scripts and the tests run: the host's, so the guest behaves like the host
 /// (busybox's ip and tc, for one, know neither netem nor bpf).
@@ -31,10 +32,13 @@ const SOURCE_DATA: &[&str] = &["fuzz/corpus", "fuzz/hostile", "fuzz/hostile-verd
 /// Where busybox and its applets live: last on PATH, so they only fill gaps.
 const BUSYBOX_DIR: &str = "/bb";
 
+/// `runner` is what /init runs (`RUN_TESTS` or `RUN_BENCH`), with `args` one per line in
+/// /faultline/test-args.
 pub fn write_initramfs(
     out: &Path,
     suite: &Suite,
     modules: &[(String, Vec<u8>)],
+    runner: &str,
     test_args: &[String],
 ) -> Result<()> {
     let mut a = Archive::default();
@@ -44,7 +48,7 @@ pub fn write_initramfs(
     // The kernel opens it for PID 1's stdio before anything could mount devtmpfs.
     a.char_dev("/dev/console", 5, 1);
     a.bytes("/init", 0o755, INIT);
-    a.bytes("/faultline/run-tests.sh", 0o755, RUN_TESTS);
+    a.bytes("/faultline/run.sh", 0o755, runner);
     etc(&mut a);
     busybox(&mut a)?;
 

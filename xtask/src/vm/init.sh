@@ -1,5 +1,5 @@
 #!/bb/busybox sh
-# PID 1 of the test VM, run by busybox. Only busybox's applets are on PATH here; the tests run
+# PID 1 of the test (or bench) VM, run by busybox. Only busybox's applets are on PATH here; the tests run
 # later under the host's bash with the host's tools first on PATH.
 export PATH=/bb
 
@@ -27,7 +27,7 @@ echo "lsmod:"
 lsmod
 
 env -i PATH="$(cat /faultline/path)" HOME=/root TMPDIR=/tmp RUST_BACKTRACE=1 \
-    /bin/bash /faultline/run-tests.sh
+    /bin/bash /faultline/run.sh
 
 # The host reads the verdict from the console. (If PID 1 exited instead, the kernel would
 # panic, and panic=-1 with -no-reboot would end qemu too, without a verdict.)

@@ -37,6 +37,7 @@ const MODULES: &[&str] = &[
     "sch_prio",
     "sch_ingress", // also provides clsact
     "cls_bpf",
+    "cls_u32", // the benchmark's tc comparison
     "act_mirred",
     "act_bpf",
     "ifb",

@@ -64,7 +64,13 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
         let mut test_args = vec![format!("--test-threads={}", args.test_threads)];
         test_args.extend(args.filter.clone());
         let packed = Instant::now();
-        guest::write_initramfs(&initrd, &suite, &image.modules, &test_args)?;
+        guest::write_initramfs(
+            &initrd,
+            &suite,
+            &image.modules,
+            guest::RUN_TESTS,
+            &test_args,
+        )?;
         let size = fs::metadata(&initrd)?.len();
         println!(
             "vm-test: {}: initramfs {} MB in {:.1}s",
@@ -102,6 +108,57 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
         bail!("vm-test failed on: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// The benchmark's netem section in a guest on the matrix's first kernel: boots the release
+/// binaries in `release_dir` with `bench_args`, and returns the results file the guest printed.
+pub fn bench(release_dir: &Path, bench_args: &[String]) -> Result<String> {
+    const RESULTS: &str = "FAULTLINE-BENCH-RESULTS:";
+    apt::ensure_host_tools()?;
+    let vm_dir = suite::target_dir()?.join("vm");
+    let _lock = lock(&vm_dir)?;
+    let k = KERNELS.first().context("no kernel in the matrix")?;
+    let dir = vm_dir.join(k.name);
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let image = kernel::prepare(k, &vm_dir.join("cache"))?;
+    let suite = suite::Suite {
+        bins: ["faultd", "faultctl", "faultline-bench"]
+            .iter()
+            .map(|b| release_dir.join(b))
+            .collect(),
+        tests: Vec::new(),
+    };
+    let initrd = dir.join("bench-initramfs.cpio");
+    guest::write_initramfs(
+        &initrd,
+        &suite,
+        &image.modules,
+        guest::RUN_BENCH,
+        bench_args,
+    )?;
+    let run = qemu::Run {
+        name: k.name,
+        vmlinuz: image.vmlinuz,
+        initrd,
+        console_log: dir.join("bench-console.log"),
+        timeout: Duration::from_secs(20 * 60),
+        accel: qemu::Accel::detect(),
+    };
+    let report = qemu::run(&run)?;
+    if report.outcome != Outcome::Pass {
+        bail!(
+            "the benchmark in the VM: {} (log {})",
+            report.outcome,
+            run.console_log.display()
+        );
+    }
+    let log = fs::read_to_string(&run.console_log)?;
+    log.lines()
+        .find_map(|l| {
+            l.split_once(RESULTS)
+                .map(|(_, json)| json.trim().to_owned())
+        })
+        .with_context(|| format!("no results in {}", run.console_log.display()))
 }
 
 /// Holds target/vm for this run: a second run at the same time would rewrite the initramfs

@@ -4,11 +4,14 @@
 //! 3 faultd refused the request (`forbidden` included); 4 faultd cannot be reached or is busy,
 //! so trying again later may succeed.
 
+mod fault_args;
 mod netem_args;
 mod print;
+mod run;
 
-use netem_args::{burst_json, NetemArgs};
+use fault_args::{FaultCmd, LeaseArg, NoCommand};
 use print::{parse, print_fault, print_policy, print_table, summary_of};
+use run::RunArgs;
 
 use std::{
     io,
@@ -18,18 +21,18 @@ use std::{
     time::Duration,
 };
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use faultline::{
     control::{
         client::{Client, ClientError},
-        DEFAULT_SOCKET,
+        metrics, DEFAULT_SOCKET,
     },
     proto::{ErrorCode, FaultView},
 };
 use nix::sys::signal::{SigSet, Signal};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-const EXIT_ERROR: u8 = 1;
+pub(crate) const EXIT_ERROR: u8 = 1;
 const EXIT_REJECTED: u8 = 3;
 const EXIT_UNREACHABLE: u8 = 4;
 
@@ -41,7 +44,8 @@ const LEASE_POLL: Duration = Duration::from_millis(200);
 #[command(
     version,
     after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 refused by faultd (e.g. forbidden), \
-                  4 faultd unreachable or busy (try again later)."
+                  4 faultd unreachable or busy (try again later); `run` exits with its \
+                  command's status, or 5 when its probe rolled the fault back."
 )]
 struct Cli {
     /// faultd's socket.
@@ -56,50 +60,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Drop a share of the matching packets.
-    Loss {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// Percent of packets to drop, uniformly at random.
-        #[arg(long, required_unless_present = "burst", conflicts_with = "burst")]
-        percent: Option<f64>,
-        /// Gilbert-Elliott bursts, as netem's gemodel: P,R[,1-H[,1-K]] in percent.
-        #[arg(long, value_name = "P,R[,1-H[,1-K]]", value_parser = burst_json)]
-        burst: Option<Value>,
-        #[command(flatten)]
-        common: CommonArgs,
-    },
-    /// Delay matching packets (netem), optionally with jitter and other impairments.
-    Delay {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// Added latency, e.g. 100ms.
-        #[arg(long, required = true)]
-        delay: Option<String>,
-        #[command(flatten)]
-        netem: NetemArgs,
-        #[command(flatten)]
-        common: CommonArgs,
-    },
-    /// Impair matching packets with any combination of netem's knobs.
-    Netem {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// Added latency, e.g. 100ms.
-        #[arg(long)]
-        delay: Option<String>,
-        #[command(flatten)]
-        netem: NetemArgs,
-        #[command(flatten)]
-        common: CommonArgs,
-    },
-    /// Drop every matching packet.
-    Partition {
-        #[command(flatten)]
-        target: TargetArgs,
-        #[command(flatten)]
-        common: CommonArgs,
-    },
+    #[command(flatten)]
+    Fault(FaultCmd<NoCommand>),
+    /// Apply a fault, run CMD under it, and revoke it when CMD exits (or on SIGINT/SIGTERM);
+    /// exits with CMD's status. `--probe` rolls the fault back when the steady state breaks.
+    Run(RunArgs),
     /// List active faults.
     #[command(alias = "list")]
     Ls,
@@ -116,66 +81,16 @@ enum Cmd {
     Watch,
     /// Show the agent's version, kernel features, limits and the policy in force.
     Status,
-}
-
-#[derive(Debug, Args)]
-struct TargetArgs {
-    /// Network device to act on.
-    #[arg(long)]
-    dev: String,
-    /// Network namespace: a name under /run/netns, a path, or pid:N.
-    #[arg(long)]
-    netns: Option<String>,
-    /// egress, ingress or both (default: egress for loss, both for partition).
-    #[arg(long)]
-    direction: Option<String>,
-    /// tcp, udp, icmp, icmpv6 or any.
-    #[arg(long)]
-    proto: Option<String>,
-    /// This host's side of the flow (CIDR; repeatable).
-    #[arg(long)]
-    src: Vec<String>,
-    /// The peer's side of the flow (CIDR; repeatable).
-    #[arg(long)]
-    dst: Vec<String>,
-    /// This host's port or range, e.g. 8080 or 9000-9100 (repeatable).
-    #[arg(long)]
-    sport: Vec<String>,
-    /// The peer's port or range (repeatable).
-    #[arg(long)]
-    dport: Vec<String>,
-    /// Fraction of flows affected, chosen by a hash of each flow (0 < F <= 1).
-    #[arg(long)]
-    flows: Option<f64>,
-}
-
-#[derive(Debug, Args)]
-struct CommonArgs {
-    /// How long the fault lasts, e.g. 30s, 500ms, 2m.
-    #[arg(long = "for", value_name = "DURATION")]
-    duration: Option<String>,
-    /// A free-text label shown in listings.
-    #[arg(long)]
-    label: Option<String>,
-    /// Makes a retried apply idempotent: the same key returns the same fault.
-    #[arg(long)]
-    key: Option<String>,
-    /// `connection`: hold the fault only while faultctl runs. faultctl stays connected until
-    /// the fault ends, or until SIGINT/SIGTERM, when it revokes the fault and exits 0; if
-    /// faultctl dies, faultd revokes the fault as the connection closes.
-    #[arg(long, value_enum, value_name = "connection")]
-    lease: Option<LeaseArg>,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LeaseArg {
-    Connection,
+    /// Print Prometheus text metrics: active faults, requests by op and outcome, and each
+    /// fault's counters (`--json`: the protocol's `metrics` result).
+    Metrics,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let outcome = Client::connect(&cli.socket).and_then(|mut client| execute(&cli, &mut client));
+    match outcome {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = match &e {
                 ClientError::Connect { .. } => EXIT_UNREACHABLE,
@@ -197,44 +112,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<(), ClientError> {
-    let mut client = Client::connect(&cli.socket)?;
-    match &cli.command {
-        Cmd::Loss {
-            target,
-            percent,
-            burst,
-            common,
-        } => {
-            let loss = match (percent, burst) {
-                (Some(p), _) => json!({"percent": p}),
-                (None, Some(burst)) => json!({"burst": burst}),
-                (None, None) => unreachable!("clap requires one"),
-            };
-            apply(cli, &mut client, target, common, "loss", loss)
-        }
-        Cmd::Partition { target, common } => {
-            apply(cli, &mut client, target, common, "partition", json!({}))
-        }
-        Cmd::Delay {
-            target,
-            delay,
-            netem,
-            common,
-        }
-        | Cmd::Netem {
-            target,
-            delay,
-            netem,
-            common,
-        } => apply(
-            cli,
-            &mut client,
-            target,
-            common,
-            "netem",
-            netem.to_json(delay.as_ref()),
-        ),
+/// Runs the command; the exit code is 0 but for `run`, which exits with its command's.
+fn execute(cli: &Cli, client: &mut Client) -> Result<u8, ClientError> {
+    let done = match &cli.command {
+        Cmd::Run(args) => return run::run(cli, client, args),
+        Cmd::Fault(fault) => apply(cli, client, fault),
         Cmd::Ls => {
             let result = client.request("list", json!({}))?;
             if cli.json {
@@ -288,6 +170,15 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
             }
             Ok(())
         }
+        Cmd::Metrics => {
+            let result = client.request("metrics", json!({}))?;
+            if cli.json {
+                println!("{result}");
+            } else {
+                print!("{}", metrics::render(&parse(result)?));
+            }
+            Ok(())
+        }
         Cmd::Status => {
             let result = client.request("hello", json!({}))?;
             if cli.json {
@@ -306,54 +197,14 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
             }
             Ok(())
         }
-    }
+    };
+    done.map(|()| 0)
 }
 
-fn apply(
-    cli: &Cli,
-    client: &mut Client,
-    target: &TargetArgs,
-    common: &CommonArgs,
-    action: &str,
-    action_body: Value,
-) -> Result<(), ClientError> {
-    let mut matcher = Map::new();
-    let mut put = |name: &str, values: &[String]| {
-        if !values.is_empty() {
-            matcher.insert(name.into(), json!(values));
-        }
-    };
-    put("src", &target.src);
-    put("dst", &target.dst);
-    put("sport", &target.sport);
-    put("dport", &target.dport);
-    if let Some(proto) = &target.proto {
-        matcher.insert("proto".into(), json!(proto));
-    }
-    let mut target_json = json!({"dev": target.dev, "match": matcher});
-    let mut fault = json!({"target": {}, action: action_body});
-    for (name, value) in [
-        ("netns", target.netns.as_ref().map(|v| json!(v))),
-        ("direction", target.direction.as_ref().map(|v| json!(v))),
-        ("flows", target.flows.map(|v| json!(v))),
-    ] {
-        if let Some(value) = value {
-            target_json[name] = value;
-        }
-    }
-    fault["target"] = target_json;
-    if let Some(duration) = &common.duration {
-        fault["duration"] = json!(duration);
-    }
-    if let Some(label) = &common.label {
-        fault["label"] = json!(label);
-    }
-    let mut args = json!({"fault": fault});
-    if let Some(key) = &common.key {
-        args["key"] = json!(key);
-    }
+fn apply(cli: &Cli, client: &mut Client, fault: &FaultCmd<NoCommand>) -> Result<(), ClientError> {
+    let mut args = fault.apply_args();
     // Taken before the apply, so that no signal can end faultctl between the apply and the hold.
-    let signals = match common.lease {
+    let signals = match fault.common().lease {
         Some(LeaseArg::Connection) => {
             args["lease"] = json!("connection");
             Some(stop_signals()?)
@@ -364,6 +215,19 @@ fn apply(
     let id = result["id"].as_str().unwrap_or_default().to_owned();
     // A `key` replay returns the fault applied earlier, which this connection may not hold.
     let held = result["lease"] == "connection";
+    print_applied(cli, result)?;
+    match signals {
+        Some(_) if !held => {
+            eprintln!("faultctl: {id} already existed without a lease; not holding it");
+            Ok(())
+        }
+        Some(signals) => hold(cli, client, &id, &signals),
+        None => Ok(()),
+    }
+}
+
+/// "applied f1a2b3c4d partition ... for 30s", or the JSON.
+fn print_applied(cli: &Cli, result: Value) -> Result<(), ClientError> {
     if cli.json {
         println!("{result}");
     } else {
@@ -375,14 +239,7 @@ fn apply(
             view.fault.duration.unwrap_or_default()
         );
     }
-    match signals {
-        Some(_) if !held => {
-            eprintln!("faultctl: {id} already existed without a lease; not holding it");
-            Ok(())
-        }
-        Some(signals) => hold(cli, client, &id, &signals),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// SIGINT and SIGTERM, blocked in this thread (and the threads it starts later) and delivered

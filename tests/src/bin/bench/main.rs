@@ -2,11 +2,16 @@
 //! points `FAULTLINE_BIN_DIR` at it). Measures faultd side by side with tc, iptables and nft in
 //! a lab of network namespaces, and writes bench/results.json and bench/RESULTS.md.
 //!
-//! `faultline-bench [--quick] [--out DIR] [--only control,datapath,fidelity]`
+//! `faultline-bench [--quick] [--out DIR] [--only control,datapath,fidelity,netem] [--render]`
+//!
+//! The netem section needs a kernel with sch_netem, so it runs only when named: `cargo xtask
+//! bench --vm` runs it in a guest, which prints its results for the host to keep.
+//! `--render` only rewrites RESULTS.md from the results files in DIR.
 
 mod control;
 mod datapath;
 mod fidelity;
+mod netem;
 mod report;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -17,10 +22,12 @@ fn main() -> ExitCode {
     let mut quick = false;
     let mut out = PathBuf::from("bench");
     let mut only: Option<Vec<String>> = None;
+    let mut render_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--render" => render_only = true,
             "--out" => out = args.next().map(PathBuf::from).unwrap_or(out),
             "--only" => {
                 only = args
@@ -28,12 +35,24 @@ fn main() -> ExitCode {
                     .map(|s| s.split(',').map(String::from).collect())
             }
             other => {
-                eprintln!("faultline-bench: unknown argument {other:?}\nusage: faultline-bench [--quick] [--out DIR] [--only control,datapath,fidelity]");
+                eprintln!("faultline-bench: unknown argument {other:?}\nusage: faultline-bench [--quick] [--out DIR] [--only control,datapath,fidelity,netem] [--render]");
                 return ExitCode::from(2);
             }
         }
     }
-    let wanted = |section: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == section));
+    if render_only {
+        return match report::render(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("faultline-bench: rendering {}: {e}", out.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let wanted = |section: &str| match &only {
+        Some(only) => only.iter().any(|s| s == section),
+        None => section != "netem",
+    };
     let mut figures = Vec::new();
     let mut faultd_pid = None;
     if wanted("control") {
@@ -48,8 +67,12 @@ fn main() -> ExitCode {
         eprintln!("bench: fidelity");
         figures.extend(fidelity::run(quick));
     }
+    if wanted("netem") {
+        eprintln!("bench: netem");
+        figures.extend(netem::run(quick));
+    }
     let machine = machine(quick);
-    if let Err(e) = report::write(&out, &machine, &figures) {
+    if let Err(e) = report::write(&out, report::RESULTS, &machine, &figures) {
         eprintln!("faultline-bench: writing {}: {e}", out.display());
         return ExitCode::FAILURE;
     }
@@ -95,5 +118,8 @@ fn machine(quick: bool) -> serde_json::Value {
         "cpus": std::thread::available_parallelism().map(usize::from).unwrap_or(1),
         "faultd": env!("CARGO_PKG_VERSION"),
         "quick": quick,
+        // Set by `cargo xtask bench --vm` when the guest runs under TCG.
+        "emulated": std::fs::read_to_string("/proc/cmdline")
+            .is_ok_and(|c| c.split_whitespace().any(|w| w == "faultline.emulated=1")),
     })
 }

@@ -1,0 +1,312 @@
+//! The operator's kit around faults: `faultctl run` (a fault for the lifetime of a command,
+//! with a steady-state probe that rolls it back) and metrics (`faultctl metrics`, and
+//! faultd's loopback listener), proven with traffic in the lab.
+
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, TcpListener, TcpStream},
+    process::{Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use faultline_tests::{
+    agent::{bin_path, Agent},
+    lab::{Lab, Side},
+    traffic::udp_burst,
+};
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+use serde_json::{json, Value};
+use support::{apply, get, list_ids};
+
+/// `faultctl [--json] run partition <a's device, towards b> [extra] -- cmd...`
+fn run_partition(agent: &Agent, lab: &Lab, extra: &[&str], cmd: &[&str]) -> Command {
+    let mut command = Command::new(bin_path("faultctl"));
+    command
+        .arg("--socket")
+        .arg(agent.socket_path())
+        .args(["--json", "run"])
+        .args(extra)
+        .args(["partition", "--netns", &lab.a.netns, "--dev", &lab.a.dev])
+        .args(["--dst", &lab.b.v4.to_string(), "--for", "30s", "--"])
+        .args(cmd);
+    command
+}
+
+/// A ping from a to b that must answer within a second: the steady state, as a command.
+fn ping_b(lab: &Lab) -> Vec<String> {
+    [
+        "ip",
+        "netns",
+        "exec",
+        &lab.a.netns,
+        "ping",
+        "-n",
+        "-c",
+        "1",
+        "-W",
+        "1",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([lab.b.v4.to_string()])
+    .collect()
+}
+
+/// The JSON lines faultctl printed: the applied fault, then the run's summary (the command's
+/// own output, on the same stdout, left out).
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn run_holds_the_fault_for_the_command_and_exits_with_its_status() {
+    let lab = Lab::new();
+    let agent = Agent::start();
+    let ping = ping_b(&lab);
+    let ping: Vec<&str> = ping.iter().map(String::as_str).collect();
+
+    // The command itself crosses the fault: its ping is dropped, so it fails, and so does run.
+    let out = run_partition(&agent, &lab, &[], &ping)
+        .output()
+        .expect("faultctl");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines[0]["lease"], "connection", "{lines:?}");
+    let summary = &lines[1]["run"];
+    assert_eq!(summary["exit_code"], 1);
+    assert_eq!(summary["rolled_back"], false);
+    assert!(summary["fault"]["counters"]["egress"]["dropped_packets"].as_u64() >= Some(1));
+    assert!(
+        list_ids(&agent).is_empty(),
+        "the fault outlived the command"
+    );
+    // And once the command is done, the path is whole again.
+    let after = Command::new(ping[0])
+        .args(&ping[1..])
+        .status()
+        .expect("ping");
+    assert!(after.success(), "no answer after the run");
+
+    let out = run_partition(&agent, &lab, &[], &["sh", "-c", "exit 7"])
+        .output()
+        .expect("faultctl");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let out = run_partition(&agent, &lab, &[], &["/nonexistent/command"])
+        .output()
+        .expect("faultctl");
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(list_ids(&agent).is_empty());
+}
+
+#[test]
+fn run_reverts_on_sigint_and_the_command_gets_the_signal() {
+    let lab = Lab::new();
+    let agent = Agent::start();
+    let child = run_partition(&agent, &lab, &[], &["sleep", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("faultctl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list_ids(&agent).is_empty() {
+        assert!(Instant::now() < deadline, "the fault never appeared");
+        thread::sleep(Duration::from_millis(20));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("SIGINT");
+    let started = Instant::now();
+    let out = child.wait_with_output().expect("faultctl");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "run did not end"
+    );
+    // sleep ended by the forwarded SIGINT: 128 + 2.
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let summary = &json_lines(&out)[1]["run"];
+    assert_eq!(summary["signalled"], true);
+    assert!(list_ids(&agent).is_empty());
+}
+
+#[test]
+fn a_failing_probe_rolls_the_fault_back_and_run_says_so() {
+    let lab = Lab::new();
+    let agent = Agent::start();
+    let probe = ping_b(&lab).join(" ");
+    let extra = [
+        "--probe",
+        probe.as_str(),
+        "--abort-after",
+        "2",
+        "--probe-interval",
+        "200ms",
+    ];
+    // The command outlives the rollback: it sees the path come back while it runs.
+    let script = format!("sleep 4; {probe}");
+    let started = Instant::now();
+    let out = run_partition(&agent, &lab, &extra, &["sh", "-c", &script])
+        .output()
+        .expect("faultctl");
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let summary = &json_lines(&out)[1]["run"];
+    assert_eq!(summary["rolled_back"], true);
+    assert_eq!(
+        summary["command_status"], 0,
+        "the path did not heal after the rollback"
+    );
+    assert!(summary["probes_failed"].as_u64() >= Some(2), "{summary}");
+    assert!(
+        stderr(&out).contains("steady state lost"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    assert!(list_ids(&agent).is_empty());
+}
+
+/// One sample of the metrics text: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// The metrics text, parsed.
+fn samples(text: &str) -> Vec<Sample> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                other => panic!("unexpected sample {other:?}"),
+            };
+            let mut labels: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            labels.sort();
+            (s.metric, labels, value)
+        })
+        .collect()
+}
+
+fn value_of(
+    samples: &[Sample],
+    metric: &str,
+    with: &[(&str, &str)],
+) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(name, labels, _)| {
+            name == metric
+                && with
+                    .iter()
+                    .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| *v)
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics port");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
+#[test]
+fn metrics_count_requests_and_match_the_faults_counters() {
+    let lab = Lab::new();
+    // A free loopback port for the listener (released just before faultd binds it).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = Agent::start_with(&["--metrics-listen", &addr]);
+    let view = apply(
+        &agent,
+        json!({"target": {"netns": lab.a.netns, "dev": lab.a.dev,
+                          "match": {"dst": [lab.b.v4.to_string()], "proto": "udp"}},
+               "partition": {}, "duration": "30s", "label": "metrics \"test\""}),
+    );
+    let id = view["id"].as_str().expect("id").to_owned();
+    let sent = udp_burst(&lab, Side::A, IpAddr::V4(lab.b.v4), 9000, 0, 50, None);
+    assert_eq!(sent.received, 0);
+    let refused = agent.request(json!({"id": 1, "op": "get", "fault_id": "fnothere"}));
+    assert_eq!(refused["ok"], false);
+
+    let out = agent.faultctl(&["metrics"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let parsed = samples(&text);
+    let shown = get(&agent, &id)["counters"]["egress"].clone();
+    let fault = [("fault_id", id.as_str()), ("direction", "egress")];
+    for counter in ["matched_packets", "dropped_packets", "dropped_bytes"] {
+        assert_eq!(
+            value_of(&parsed, &format!("faultline_fault_{counter}_total"), &fault),
+            shown[counter].as_f64(),
+            "{counter} differs from `show`:\n{text}"
+        );
+    }
+    assert!(shown["dropped_packets"].as_u64() >= Some(50));
+    assert_eq!(value_of(&parsed, "faultline_active_faults", &[]), Some(1.0));
+    let requests = "faultline_requests_total";
+    assert_eq!(
+        value_of(&parsed, requests, &[("op", "apply"), ("code", "ok")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(&parsed, requests, &[("op", "get"), ("code", "not_found")]),
+        Some(1.0)
+    );
+    assert!(
+        text.contains(r#"label="metrics \"test\"""#),
+        "label not escaped:\n{text}"
+    );
+
+    // The same text over HTTP, for a scraper.
+    let response = http_get(&addr, "/metrics");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let scraped = samples(body);
+    assert_eq!(
+        value_of(&scraped, "faultline_fault_dropped_packets_total", &fault),
+        shown["dropped_packets"].as_f64()
+    );
+    assert!(http_get(&addr, "/").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn metrics_are_served_on_loopback_only() {
+    let dir = std::env::temp_dir().join(format!("faultline-metrics-{}", std::process::id()));
+    let out = Command::new(bin_path("faultd"))
+        .arg("--socket")
+        .arg(dir.join("faultd.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--metrics-listen", "0.0.0.0:9464"])
+        .output()
+        .expect("faultd");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("only a loopback address"),
+        "{}",
+        stderr(&out)
+    );
+}
