@@ -7,6 +7,7 @@ mod support;
 use std::{
     io::{Read, Write},
     net::{IpAddr, TcpListener, TcpStream},
+    os::unix::fs::PermissionsExt,
     process::{Command, Output, Stdio},
     thread,
     time::{Duration, Instant},
@@ -204,11 +205,7 @@ fn samples(text: &str) -> Vec<Sample> {
         .collect()
 }
 
-fn value_of(
-    samples: &[Sample],
-    metric: &str,
-    with: &[(&str, &str)],
-) -> Option<f64> {
+fn value_of(samples: &[Sample], metric: &str, with: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|(name, labels, _)| {
@@ -309,4 +306,87 @@ fn metrics_are_served_on_loopback_only() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn ssh_reaches_a_remote_faultd_through_a_forwarded_socket() {
+    let agent = Agent::start();
+    let dir = std::env::temp_dir().join(format!("faultline-ssh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let _cleanup = RemoveOnDrop(dir.clone());
+    // Stands in for ssh: records its arguments and forwards `-L LOCAL:REMOTE` as ssh would.
+    let fake_ssh = dir.join("ssh");
+    let args_file = dir.join("args");
+    std::fs::write(
+        &fake_ssh,
+        format!(
+            "#!/bin/bash\nprintf '%s\\n' \"$@\" > {args}\n\
+             for a in \"$@\"; do [ \"$prev\" = -L ] && fwd=$a; prev=$a; done\n\
+             exec socat UNIX-LISTEN:\"${{fwd%%:*}}\",fork UNIX-CONNECT:\"${{fwd#*:}}\"\n",
+            args = args_file.display()
+        ),
+    )
+    .expect("write the fake ssh");
+    std::fs::set_permissions(&fake_ssh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let out = Command::new(bin_path("faultctl"))
+        .env("FAULTLINE_SSH", &fake_ssh)
+        .args(["--ssh", "root@host-a", "--json", "--socket"])
+        .arg(agent.socket_path())
+        .arg("status")
+        .output()
+        .expect("faultctl");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let hello: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(hello["agent"], "faultd");
+    let args = std::fs::read_to_string(&args_file).expect("the fake ssh ran");
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(args.last(), Some(&"root@host-a"), "{args:?}");
+    assert!(args.contains(&"ExitOnForwardFailure=yes"), "{args:?}");
+    let forward = args[args.iter().position(|a| *a == "-L").expect("-L") + 1];
+    let local = forward.split(':').next().unwrap_or_default();
+    assert!(forward.ends_with(&format!(":{}", agent.socket_path().display())));
+    assert!(
+        !std::path::Path::new(local).exists(),
+        "the local socket was left behind"
+    );
+
+    // An ssh that fails: faultd is unreachable (exit 4).
+    let out = Command::new(bin_path("faultctl"))
+        .env("FAULTLINE_SSH", "false")
+        .args(["--ssh", "nobody@nowhere", "status"])
+        .output()
+        .expect("faultctl");
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_cli_definition() {
+    let out = Command::new(bin_path("faultctl"))
+        .args(["completions", "bash"])
+        .output()
+        .expect("faultctl");
+    assert_eq!(out.status.code(), Some(0));
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(script.contains("complete -F") && script.contains("partition"), "{script}");
+
+    let dir = std::env::temp_dir().join(format!("faultline-man-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(dir.clone());
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = Command::new(bin_path("faultctl"))
+        .arg("man")
+        .arg(&dir)
+        .output()
+        .expect("faultctl");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let page = std::fs::read_to_string(dir.join("faultctl-run.1")).expect("faultctl-run.1");
+    assert!(page.contains(".TH faultctl-run") && page.contains("abort\\-after"), "{page}");
 }

@@ -1,6 +1,7 @@
 //! Project automation, run as `cargo xtask <command>` (alias in .cargo/config.toml).
 
 mod bench;
+mod man;
 mod vm;
 
 use clap::{Parser, Subcommand};
@@ -21,11 +22,14 @@ enum Command {
     VmTest(vm::VmTestArgs),
     /// Benchmarks faultd side by side with tc, iptables and nft (bench/RESULTS.md).
     Bench(bench::BenchArgs),
+    /// Writes faultctl's man pages (target/man by default).
+    Man(man::ManArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::VmTest(args) => vm::vm_test(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Man(args) => man::man(&args),
     }
 }

@@ -340,7 +340,8 @@ async fn dispatch(
     connection_id: ConnectionId,
     counts: &RequestCounts,
 ) -> Result<Answer, ErrorBody> {
-    let fault = |outcome: Result<FaultView, EngineError>| outcome.map(|view| Answer::Fault(Box::new(view)));
+    let fault =
+        |outcome: Result<FaultView, EngineError>| outcome.map(|view| Answer::Fault(Box::new(view)));
     let outcome = match request {
         Request::Hello => return Ok(Answer::Hello(engine.hello())),
         Request::Apply {

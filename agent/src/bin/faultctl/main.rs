@@ -8,6 +8,7 @@ mod fault_args;
 mod netem_args;
 mod print;
 mod run;
+mod ssh;
 
 use fault_args::{FaultCmd, LeaseArg, NoCommand};
 use print::{parse, print_fault, print_policy, print_table, summary_of};
@@ -21,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use faultline::{
     control::{
         client::{Client, ClientError},
@@ -42,6 +43,7 @@ const LEASE_POLL: Duration = Duration::from_millis(200);
 /// Inject network faults through faultd.
 #[derive(Debug, Parser)]
 #[command(
+    name = "faultctl",
     version,
     after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 refused by faultd (e.g. forbidden), \
                   4 faultd unreachable or busy (try again later); `run` exits with its \
@@ -54,6 +56,10 @@ struct Cli {
     /// Print the protocol's JSON results instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Drive the faultd of a remote host, through `ssh -L` to its --socket (no network
+    /// listener needed there). The ssh program is `ssh`, or $FAULTLINE_SSH.
+    #[arg(long, global = true, value_name = "[USER@]HOST")]
+    ssh: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -81,6 +87,14 @@ enum Cmd {
     Watch,
     /// Show the agent's version, kernel features, limits and the policy in force.
     Status,
+    /// Print a shell completion script, e.g. `faultctl completions bash > /etc/bash_completion.d/faultctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (faultctl.1 and one per subcommand) into DIR (`cargo xtask man`).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
     /// Print Prometheus text metrics: active faults, requests by op and outcome, and each
     /// fault's counters (`--json`: the protocol's `metrics` result).
     Metrics,
@@ -88,7 +102,34 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = Client::connect(&cli.socket).and_then(|mut client| execute(&cli, &mut client));
+    // These two need no faultd.
+    match &cli.command {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "faultctl", &mut io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Man { dir } => {
+            return match clap_mangen::generate_to(Cli::command(), dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("faultctl: writing man pages to {}: {e}", dir.display());
+                    ExitCode::from(EXIT_ERROR)
+                }
+            };
+        }
+        _ => {}
+    }
+    // Held until faultctl is done: the connection (and any lease) lives on it.
+    let tunnel = match &cli.ssh {
+        Some(destination) => ssh::Tunnel::open(destination, &cli.socket).map(Some),
+        None => Ok(None),
+    };
+    let outcome = tunnel.and_then(|tunnel| {
+        let socket = tunnel
+            .as_ref()
+            .map_or(cli.socket.as_path(), ssh::Tunnel::socket);
+        Client::connect(socket).and_then(|mut client| execute(&cli, &mut client))
+    });
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -116,6 +157,7 @@ fn main() -> ExitCode {
 fn execute(cli: &Cli, client: &mut Client) -> Result<u8, ClientError> {
     let done = match &cli.command {
         Cmd::Run(args) => return run::run(cli, client, args),
+        Cmd::Completions { .. } | Cmd::Man { .. } => unreachable!("answered before connecting"),
         Cmd::Fault(fault) => apply(cli, client, fault),
         Cmd::Ls => {
             let result = client.request("list", json!({}))?;
