@@ -105,6 +105,8 @@ pub enum Request {
         fault: Box<FaultWire>,
         key: Option<String>,
         lease: Option<Lease>,
+        /// Validate and plan only: answer the kernel objects the fault would use.
+        dry_run: bool,
     },
     /// Sets a fault's remaining time to `duration` from now.
     Renew {
@@ -136,6 +138,8 @@ struct ApplyArgs {
     key: Option<String>,
     #[serde(default)]
     lease: Option<Lease>,
+    #[serde(default)]
+    dry_run: bool,
 }
 
 #[derive(Deserialize)]
@@ -213,11 +217,17 @@ fn parse_op(op: &str, args: Map<String, Value>) -> Result<Request, ErrorBody> {
     Ok(match op {
         "hello" => args_of::<NoArgs>(args).map(|_| Request::Hello)?,
         "apply" => {
-            let ApplyArgs { fault, key, lease } = args_of(args)?;
+            let ApplyArgs {
+                fault,
+                key,
+                lease,
+                dry_run,
+            } = args_of(args)?;
             Request::Apply {
                 fault: Box::new(fault),
                 key,
                 lease,
+                dry_run,
             }
         }
         "renew" => {
@@ -300,6 +310,25 @@ pub struct DirectionCounters {
 pub struct Counters {
     pub egress: DirectionCounters,
     pub ingress: DirectionCounters,
+}
+
+/// What an apply with `"dry_run": true` answers: the fault as it would be applied, and the
+/// kernel objects it would use, in the order they would be put in place. Nothing is changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub dry_run: bool,
+    pub fault: FaultWire,
+    pub objects: Vec<PlannedObject>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedObject {
+    /// `bpf_programs`, `clsact`, `tc_filter`, `fault_slot`, `trie_entry`, `htb_root`,
+    /// `htb_class`, `netem_qdisc` or `ifb`.
+    pub kind: String,
+    pub name: String,
+    /// Already there (shared with other faults, or not ours): this fault adds nothing to it.
+    pub exists: bool,
 }
 
 /// A fault as the agent reports it.

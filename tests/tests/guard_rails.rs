@@ -1,8 +1,8 @@
 //! The guard rails an operator sets around faultd, proven against a real kernel: the policy
 //! refuses what it does not allow and installs nothing; protected traffic passes even a
 //! partition of everything (counted at the receiver); the socket's peers get what `[access]`
-//! grants them by uid; and a fault leased to `faultctl --lease connection` lives only while
-//! that faultctl runs.
+//! grants them by uid; a fault leased to `faultctl --lease connection` lives only while
+//! that faultctl runs; and faultd, started as root, keeps only the capabilities it needs.
 
 mod support;
 
@@ -562,4 +562,41 @@ fn faultctl_renews_a_fault_within_the_maximum() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
     support::revoke(&agent, &id);
     assert_clean(&lab);
+}
+
+/// A capability mask from /proc/PID/status (`CapEff`, `CapPrm`, `CapBnd`, ...).
+fn capabilities(pid: u32, set: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{set}:")))
+        .expect("capability line")
+        .trim();
+    u64::from_str_radix(hex, 16).expect("hex mask")
+}
+
+#[test]
+fn faultd_and_its_reaper_keep_only_the_capabilities_they_need() {
+    // NET_ADMIN 12, SYS_PTRACE 19, SYS_ADMIN 21, PERFMON 38, BPF 39.
+    let needed: u64 = [12, 19, 21, 38, 39].iter().map(|bit| 1u64 << bit).sum();
+    let lab = Lab::new();
+    let agent = Agent::start();
+    // It still does its work with them: a fault in the lab's namespace.
+    let fault = json!({"target": {"netns": lab.a.netns, "dev": lab.a.dev},
+                       "partition": {}, "duration": "10s"});
+    support::apply(&agent, fault);
+    let reapers = agent.reaper_pids();
+    assert_eq!(reapers.len(), 1, "{reapers:?}");
+    for pid in [agent.pid(), reapers[0] as u32] {
+        for set in ["CapEff", "CapPrm", "CapBnd"] {
+            assert_eq!(
+                capabilities(pid, set),
+                needed,
+                "{set} of pid {pid}: {:#x}",
+                capabilities(pid, set)
+            );
+        }
+        assert_eq!(capabilities(pid, "CapInh"), 0);
+        assert_eq!(capabilities(pid, "CapAmb"), 0);
+    }
 }

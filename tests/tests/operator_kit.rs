@@ -1,6 +1,6 @@
-//! The operator's kit around faults: `faultctl run` (a fault for the lifetime of a command,
-//! with a steady-state probe that rolls it back) and metrics (`faultctl metrics`, and
-//! faultd's loopback listener), proven with traffic in the lab.
+//! The operator's kit around faults, proven in the lab: `faultctl run` (a fault for the
+//! lifetime of a command, with a steady-state probe that rolls it back), metrics (`faultctl
+//! metrics`, and faultd's loopback listener), `--dry-run`, `--ssh`, completions and man pages.
 
 mod support;
 
@@ -15,6 +15,7 @@ use std::{
 
 use faultline_tests::{
     agent::{bin_path, Agent},
+    kernel::tc_snapshot,
     lab::{Lab, Side},
     traffic::udp_burst,
 };
@@ -376,7 +377,10 @@ fn completions_and_man_pages_come_from_the_cli_definition() {
         .expect("faultctl");
     assert_eq!(out.status.code(), Some(0));
     let script = String::from_utf8_lossy(&out.stdout);
-    assert!(script.contains("complete -F") && script.contains("partition"), "{script}");
+    assert!(
+        script.contains("complete -F") && script.contains("partition"),
+        "{script}"
+    );
 
     let dir = std::env::temp_dir().join(format!("faultline-man-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(dir.clone());
@@ -388,5 +392,87 @@ fn completions_and_man_pages_come_from_the_cli_definition() {
         .expect("faultctl");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let page = std::fs::read_to_string(dir.join("faultctl-run.1")).expect("faultctl-run.1");
-    assert!(page.contains(".TH faultctl-run") && page.contains("abort\\-after"), "{page}");
+    assert!(
+        page.contains(".TH faultctl-run") && page.contains("abort\\-after"),
+        "{page}"
+    );
+}
+
+#[test]
+fn a_dry_run_lists_the_kernel_objects_and_changes_nothing() {
+    let lab = Lab::new();
+    let agent = Agent::start();
+    let (ns, dev) = (lab.a.netns.as_str(), lab.a.dev.as_str());
+    let before = tc_snapshot(ns, dev);
+    let dry_run = |extra: &[&str]| {
+        let args = [
+            &["--json", "partition", "--netns", ns, "--dev", dev][..],
+            &["--dst", "10.9.0.0/16", "--for", "30s", "--dry-run"],
+            extra,
+        ]
+        .concat();
+        let out = agent.faultctl(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON")
+    };
+    let kinds_of = |plan: &Value| -> Vec<(String, bool)> {
+        plan["objects"]
+            .as_array()
+            .expect("objects")
+            .iter()
+            .map(|o| {
+                (
+                    o["kind"].as_str().unwrap_or("?").to_owned(),
+                    o["exists"] == true,
+                )
+            })
+            .collect()
+    };
+    let plan = dry_run(&[]);
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["fault"]["target"]["match"]["dst"][0], "10.9.0.0/16");
+    let kinds = kinds_of(&plan);
+    let create = |kind: &str| (kind.to_owned(), false);
+    for expected in [
+        "bpf_programs",
+        "fault_slot",
+        "clsact",
+        "tc_filter",
+        "trie_entry",
+    ] {
+        assert!(kinds.contains(&create(expected)), "{expected}: {kinds:?}");
+    }
+    assert_eq!(
+        tc_snapshot(ns, dev),
+        before,
+        "the dry run changed the device"
+    );
+    assert!(list_ids(&agent).is_empty());
+
+    // With a fault in place, the filters and clsact it installed are shared, not created.
+    apply(
+        &agent,
+        json!({"target": {"netns": ns, "dev": dev, "match": {"dst": ["10.8.0.1"]}},
+               "partition": {}, "duration": "30s"}),
+    );
+    let installed = tc_snapshot(ns, dev);
+    let kinds = kinds_of(&dry_run(&[]));
+    assert!(kinds.contains(&("clsact".to_owned(), true)), "{kinds:?}");
+    assert!(!kinds.iter().any(|(k, _)| k == "bpf_programs"), "{kinds:?}");
+    assert_eq!(tc_snapshot(ns, dev), installed);
+    assert_eq!(list_ids(&agent).len(), 1);
+
+    // A dry run is checked like an apply: a missing device is refused the same way.
+    let out = agent.faultctl(&[
+        "partition",
+        "--netns",
+        ns,
+        "--dev",
+        "nodev0",
+        "--for",
+        "5s",
+        "--dry-run",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nodev0"));
 }

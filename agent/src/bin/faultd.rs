@@ -89,6 +89,41 @@ const NEEDED: [Capability; 3] = [
     Capability::CAP_SYS_ADMIN,
 ];
 
+/// What faultd keeps of its capabilities; every other one is dropped, from the bounding set
+/// too, before any thread starts (capabilities are per thread), so neither faultd nor the
+/// reaper it execs can regain them. Each one, and why:
+/// - NET_ADMIN: clsact, filters, qdiscs, ifb links, netlink changes;
+/// - BPF, PERFMON: loading and pinning the programs and maps (PERFMON for the verifier's
+///   full feature set on tc programs);
+/// - SYS_ADMIN: setns into target namespaces, mounting bpffs, the netem probe's namespace;
+/// - SYS_PTRACE: opening /proc/PID/ns/net of processes of other users (`pid:N` targets,
+///   pods).
+const KEEP: [Capability; 5] = [
+    Capability::CAP_NET_ADMIN,
+    Capability::CAP_BPF,
+    Capability::CAP_PERFMON,
+    Capability::CAP_SYS_ADMIN,
+    Capability::CAP_SYS_PTRACE,
+];
+
+fn drop_capabilities() -> anyhow::Result<()> {
+    let keep: caps::CapsHashSet = KEEP.into_iter().collect();
+    // Needs CAP_SETPCAP, which goes with the rest below.
+    for cap in caps::runtime::thread_all_supported() {
+        if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap)? {
+            caps::drop(None, CapSet::Bounding, cap)
+                .with_context(|| format!("dropping {cap} from the bounding set"))?;
+        }
+    }
+    let held = caps::read(None, CapSet::Permitted)?;
+    let kept: caps::CapsHashSet = held.intersection(&keep).copied().collect();
+    caps::clear(None, CapSet::Ambient)?;
+    caps::clear(None, CapSet::Inheritable)?;
+    caps::set(None, CapSet::Effective, &kept)?;
+    caps::set(None, CapSet::Permitted, &kept)?;
+    Ok(())
+}
+
 fn check_capabilities() -> anyhow::Result<()> {
     let missing: Vec<String> = NEEDED
         .into_iter()
@@ -143,6 +178,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     check_capabilities()?;
+    drop_capabilities().context("dropping capabilities")?;
     if args.max_faults == 0 || args.max_faults > DEFAULT_MAX_FAULTS {
         bail!("--max-faults must be in 1..={DEFAULT_MAX_FAULTS}");
     }

@@ -27,7 +27,7 @@ use crate::{
     fault::values::format_duration,
     policy::{Access, Policy},
     proto::{
-        parse_request, response_line, ErrorBody, ErrorCode, FaultView, Lease, Request,
+        parse_request, response_line, ErrorBody, ErrorCode, FaultView, Lease, Plan, Request,
         MAX_LINE_BYTES,
     },
 };
@@ -332,6 +332,7 @@ enum Answer {
     Faults { faults: Vec<FaultView> },
     Revoked { revoked: Vec<FaultView> },
     Metrics(Snapshot),
+    Plan(Box<Plan>),
 }
 
 async fn dispatch(
@@ -346,8 +347,17 @@ async fn dispatch(
         Request::Hello => return Ok(Answer::Hello(engine.hello())),
         Request::Apply {
             fault: wire,
+            dry_run: true,
+            ..
+        } => engine
+            .call(|reply| Command::Plan { fault: wire, reply })
+            .await
+            .map(|plan| Answer::Plan(Box::new(plan))),
+        Request::Apply {
+            fault: wire,
             key,
             lease,
+            dry_run: false,
         } => {
             let lease = lease.map(|Lease::Connection| connection_id);
             fault(

@@ -6,6 +6,7 @@
 
 mod adopt;
 mod delay;
+mod dry_run;
 mod error;
 mod journal;
 mod namespace;
@@ -45,7 +46,7 @@ use crate::{
         KernelError,
     },
     policy::Policy,
-    proto::{Event, EventKind, FaultState, FaultView, MAX_LINE_BYTES, PROTOCOL_VERSION},
+    proto::{Event, EventKind, FaultState, FaultView, Plan, MAX_LINE_BYTES, PROTOCOL_VERSION},
 };
 
 #[derive(Clone, Debug)]
@@ -89,6 +90,11 @@ pub enum Command {
     Revoke {
         fault_id: String,
         reply: Reply<FaultView>,
+    },
+    /// An apply's checks and plan, changing nothing.
+    Plan {
+        fault: Box<FaultWire>,
+        reply: Reply<Plan>,
     },
     Clear(Reply<Vec<FaultView>>),
     /// Revert everything and stop the engine thread.
@@ -319,6 +325,9 @@ impl Engine {
                 self.sync_journal();
                 let _ = reply.send(result);
             }
+            Command::Plan { fault, reply } => {
+                let _ = reply.send(self.plan(&fault));
+            }
             Command::Renew {
                 fault_id,
                 duration,
@@ -427,36 +436,14 @@ impl Engine {
         }
     }
 
-    fn apply(
-        &mut self,
-        wire: &FaultWire,
-        key: Option<String>,
-        lease: Option<ConnectionId>,
-    ) -> Result<FaultView, EngineError> {
+    /// What any apply must pass, a dry run's included: a valid spec the policy allows, on a
+    /// kernel that can do it. Returns the spec and, for a delay fault, its netem options.
+    fn admit(&self, wire: &FaultWire) -> Result<(FaultSpec, Option<Vec<u8>>), EngineError> {
         let spec = FaultSpec::from_wire(wire, &self.config.durations)?;
         self.config
             .policy
             .check_fault(&spec, SystemTime::now())
             .map_err(EngineError::Forbidden)?;
-        let normalized = spec.to_wire();
-        if let Some(existing) = key
-            .as_ref()
-            .and_then(|k| self.keys.get(k))
-            .and_then(|id| self.faults.get(id))
-        {
-            if existing.wire == normalized {
-                return Ok(self.view(existing, FaultState::Active));
-            }
-            return Err(EngineError::Conflict {
-                key: key.unwrap_or_default(),
-                fault_id: existing.id.clone(),
-            });
-        }
-        if self.faults.len() >= self.config.max_faults {
-            return Err(EngineError::TooManyFaults {
-                max: self.config.max_faults,
-            });
-        }
         if let Err(detail) = &self.ebpf_support {
             return Err(KernelError::Unsupported {
                 feature: "eBPF tc programs",
@@ -477,12 +464,41 @@ impl Engine {
             },
             _ => None,
         };
+        Ok((spec, netem_options))
+    }
 
-        let netns_path = match &spec.target.netns {
-            Some(reference) => reference.path(),
-            // Reopened by a later faultd, this path names that faultd's (the same) namespace.
-            None => PathBuf::from("/proc/self/ns/net"),
-        };
+    fn check_room(&self) -> Result<(), EngineError> {
+        if self.faults.len() >= self.config.max_faults {
+            return Err(EngineError::TooManyFaults {
+                max: self.config.max_faults,
+            });
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        wire: &FaultWire,
+        key: Option<String>,
+        lease: Option<ConnectionId>,
+    ) -> Result<FaultView, EngineError> {
+        let (spec, netem_options) = self.admit(wire)?;
+        let normalized = spec.to_wire();
+        if let Some(existing) = key
+            .as_ref()
+            .and_then(|k| self.keys.get(k))
+            .and_then(|id| self.faults.get(id))
+        {
+            if existing.wire == normalized {
+                return Ok(self.view(existing, FaultState::Active));
+            }
+            return Err(EngineError::Conflict {
+                key: key.unwrap_or_default(),
+                fault_id: existing.id.clone(),
+            });
+        }
+        self.check_room()?;
+        let netns_path = netns_path(&spec);
         // An open namespace is found by identity, without opening the path again.
         let mut netns_id = Netns::identify(&netns_path)?;
         let id = self.new_fault_id();
@@ -703,6 +719,15 @@ impl Engine {
                 namespace.remove_pins();
             }
         }
+    }
+}
+
+/// The namespace a fault targets, as a path to it.
+fn netns_path(spec: &FaultSpec) -> PathBuf {
+    match &spec.target.netns {
+        Some(reference) => reference.path(),
+        // Reopened by a later faultd, this path names that faultd's (the same) namespace.
+        None => PathBuf::from("/proc/self/ns/net"),
     }
 }
 

@@ -279,6 +279,33 @@ impl Namespace {
         Ok(f(self))
     }
 
+    /// `dev`'s ifindex in this namespace, looked up from any thread.
+    pub fn ifindex(&self, dev: &str) -> Result<u32, KernelError> {
+        self.names.ifindex(dev)
+    }
+
+    /// How many faults use our filter on `dev` at `hook`.
+    pub fn hook_users(&self, dev: &str, ifindex: u32, hook: Hook) -> usize {
+        let key = DeviceKey {
+            name: dev.to_owned(),
+            ifindex,
+        };
+        self.devices
+            .get(&key)
+            .map_or(0, |state| state.hook_users[hook_index(hook)])
+    }
+
+    /// Whether our htb is `dev`'s root, and our ifb for its ingress.
+    pub fn delay_state(&self, dev: &str, ifindex: u32) -> (bool, Option<u32>) {
+        let key = DeviceKey {
+            name: dev.to_owned(),
+            ifindex,
+        };
+        self.delays.get(&key).map_or((false, None), |delays| {
+            (delays.original_root().is_some(), delays.ifb())
+        })
+    }
+
     pub fn is_idle(&self) -> bool {
         self.devices.is_empty() && self.delays.is_empty()
     }

@@ -114,6 +114,9 @@ pub(crate) struct CommonArgs {
     /// faultctl dies, faultd revokes the fault as the connection closes.
     #[arg(long, value_enum, value_name = "connection")]
     pub(crate) lease: Option<LeaseArg>,
+    /// Check the fault and print the kernel objects it would use; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -181,6 +184,9 @@ impl<X: Args> FaultCmd<X> {
         let mut args = json!({"fault": fault});
         if let Some(key) = &common.key {
             args["key"] = json!(key);
+        }
+        if common.dry_run {
+            args["dry_run"] = json!(true);
         }
         args
     }

@@ -28,7 +28,7 @@ use faultline::{
         client::{Client, ClientError},
         metrics, DEFAULT_SOCKET,
     },
-    proto::{ErrorCode, FaultView},
+    proto::{ErrorCode, FaultView, Plan},
 };
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{json, Value};
@@ -245,6 +245,9 @@ fn execute(cli: &Cli, client: &mut Client) -> Result<u8, ClientError> {
 
 fn apply(cli: &Cli, client: &mut Client, fault: &FaultCmd<NoCommand>) -> Result<(), ClientError> {
     let mut args = fault.apply_args();
+    if fault.common().dry_run {
+        return print_plan(cli, client.request("apply", args)?);
+    }
     // Taken before the apply, so that no signal can end faultctl between the apply and the hold.
     let signals = match fault.common().lease {
         Some(LeaseArg::Connection) => {
@@ -266,6 +269,25 @@ fn apply(cli: &Cli, client: &mut Client, fault: &FaultCmd<NoCommand>) -> Result<
         Some(signals) => hold(cli, client, &id, &signals),
         None => Ok(()),
     }
+}
+
+/// A dry run's answer: the fault as faultd would apply it, and the kernel objects it would use.
+fn print_plan(cli: &Cli, result: Value) -> Result<(), ClientError> {
+    if cli.json {
+        println!("{result}");
+        return Ok(());
+    }
+    let plan: Plan = parse(result)?;
+    println!(
+        "dry run: would apply {} for {}; nothing was changed",
+        summary_of(&json!(plan.fault)),
+        plan.fault.duration.as_deref().unwrap_or("?")
+    );
+    for object in &plan.objects {
+        let state = if object.exists { "exists" } else { "create" };
+        println!("  {state:<7} {:<12} {}", object.kind, object.name);
+    }
+    Ok(())
 }
 
 /// "applied f1a2b3c4d partition ... for 30s", or the JSON.

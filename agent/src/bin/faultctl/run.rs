@@ -22,7 +22,9 @@ use nix::{
 };
 use serde_json::{json, Value};
 
-use super::{fault_args::FaultCmd, print_applied, print_fault, stop_signals, Cli, EXIT_ERROR};
+use super::{
+    fault_args::FaultCmd, print_applied, print_fault, print_plan, stop_signals, Cli, EXIT_ERROR,
+};
 
 /// `run`'s exit code when the probe rolled the fault back (documented with the others).
 pub(crate) const EXIT_ROLLED_BACK: u8 = 5;
@@ -85,6 +87,11 @@ enum Fault {
 pub(crate) fn run(cli: &Cli, client: &mut Client, args: &RunArgs) -> Result<u8, ClientError> {
     let command = &args.fault.then().command;
     let mut request = args.fault.apply_args();
+    if args.fault.common().dry_run {
+        // The plan is the answer; nothing is applied, so nothing is run.
+        print_plan(cli, client.request("apply", request)?)?;
+        return Ok(0);
+    }
     request["lease"] = json!("connection");
     // Before the apply: no signal may end faultctl between the apply and the command.
     let signals = stop_signals()?;

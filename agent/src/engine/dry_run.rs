@@ -1,0 +1,153 @@
+//! A dry run (`"dry_run": true` on an apply, `faultctl ... --dry-run`): every check an apply
+//! makes, the device looked up in its namespace, and the kernel objects the fault would use,
+//! each marked as already there or to be created. Nothing is changed.
+
+use super::{hooks_of, namespace::Namespace, netns_path, Engine, EngineError};
+use crate::{
+    fault::plan,
+    kernel::{
+        self,
+        abi::{PROG_EGRESS, PROG_INGRESS},
+        bpf::{Hook, FILTER_HANDLE, FILTER_PRIORITY},
+        link,
+        netns::Netns,
+        pins,
+        qdisc::ROOT_MAJOR,
+    },
+    proto::{Plan, PlannedObject},
+};
+
+impl Engine {
+    pub(super) fn plan(&self, wire: &crate::fault::spec::FaultWire) -> Result<Plan, EngineError> {
+        let (spec, netem) = self.admit(wire)?;
+        self.check_room()?;
+        let path = netns_path(&spec);
+        let dev = spec.target.dev.as_str();
+        let loaded = self.namespaces.get(&Netns::identify(&path)?);
+        let mut objects = Vec::new();
+        let ifindex = match loaded {
+            Some(namespace) => namespace.ifindex(dev)?,
+            None => {
+                let netns = Netns::open(&path)?;
+                let ifindex = netns.run(&self.home, || kernel::ifindex(dev))??;
+                let pins = pins::namespace_dir(&self.config.pin_root, netns.id());
+                objects.push(object(
+                    "bpf_programs",
+                    format!(
+                        "{PROG_EGRESS} and {PROG_INGRESS} with their maps, pinned in {}",
+                        pins.display()
+                    ),
+                    false,
+                ));
+                ifindex
+            }
+        };
+        let hooks = hooks_of(&spec);
+        let prefixes = plan::prefix_keys(&spec, ifindex);
+        objects.extend(planned(
+            loaded,
+            dev,
+            ifindex,
+            &hooks,
+            netem.is_some(),
+            &prefixes,
+        ));
+        Ok(Plan {
+            dry_run: true,
+            fault: spec.to_wire(),
+            objects,
+        })
+    }
+}
+
+fn object(kind: &str, name: String, exists: bool) -> PlannedObject {
+    PlannedObject {
+        kind: kind.to_owned(),
+        name,
+        exists,
+    }
+}
+
+/// In the order an apply puts them in place.
+fn planned(
+    namespace: Option<&Namespace>,
+    dev: &str,
+    ifindex: u32,
+    hooks: &[Hook],
+    delay: bool,
+    prefixes: &[plan::PrefixKey],
+) -> Vec<PlannedObject> {
+    let users = |hook| namespace.map_or(0, |ns| ns.hook_users(dev, ifindex, hook));
+    let mut objects = Vec::new();
+    if delay {
+        let (original_root, ifb) =
+            namespace.map_or((false, None), |ns| ns.delay_state(dev, ifindex));
+        if hooks.contains(&Hook::Egress) {
+            objects.push(object(
+                "htb_root",
+                format!("htb {ROOT_MAJOR:x}: as {dev}'s root qdisc (the present root is recorded and restored)"),
+                original_root,
+            ));
+        }
+        if hooks.contains(&Hook::Ingress) {
+            let name = link::ifb_name(ifindex);
+            objects.push(object(
+                "ifb",
+                format!("{name}, an ifb device carrying {dev}'s ingress, with htb {ROOT_MAJOR:x}: as its root"),
+                ifb.is_some(),
+            ));
+        }
+        for hook in hooks {
+            let on = match hook {
+                Hook::Egress => dev.to_owned(),
+                Hook::Ingress => link::ifb_name(ifindex),
+            };
+            objects.push(object(
+                "htb_class",
+                format!("a class {ROOT_MAJOR:x}:N of {on}'s htb"),
+                false,
+            ));
+            objects.push(object(
+                "netem_qdisc",
+                format!("netem under that class of {on}"),
+                false,
+            ));
+        }
+    }
+    objects.push(object(
+        "fault_slot",
+        "this fault's entry in fl_faults and fl_counters".to_owned(),
+        false,
+    ));
+    let any_filter = Hook::ALL.into_iter().any(|hook| users(hook) > 0);
+    objects.push(object(
+        "clsact",
+        format!("clsact qdisc on {dev}"),
+        any_filter,
+    ));
+    for &hook in hooks {
+        let program = match hook {
+            Hook::Egress => PROG_EGRESS,
+            Hook::Ingress => PROG_INGRESS,
+        };
+        objects.push(object(
+            "tc_filter",
+            format!(
+                "{program} on {dev} {}, prio {FILTER_PRIORITY} handle {FILTER_HANDLE:#x}",
+                match hook {
+                    Hook::Egress => "egress",
+                    Hook::Ingress => "ingress",
+                }
+            ),
+            users(hook) > 0,
+        ));
+    }
+    for key in prefixes {
+        objects.push(object(
+            "trie_entry",
+            format!("fl_prefixes: {key} on ifindex {ifindex} lists this fault"),
+            false,
+        ));
+    }
+    objects
+}
