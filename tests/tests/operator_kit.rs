@@ -476,3 +476,27 @@ fn a_dry_run_lists_the_kernel_objects_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("nodev0"));
 }
+
+#[test]
+fn json_logs_name_the_fault_and_the_peer_that_changed_it() {
+    let lab = Lab::new();
+    let agent = Agent::start_with(&["--log-format", "json"]);
+    let view = apply(
+        &agent,
+        json!({"target": {"netns": lab.a.netns, "dev": lab.a.dev}, "partition": {}, "duration": "30s"}),
+    );
+    let id = view["id"].as_str().expect("id").to_owned();
+    let log = std::fs::read_to_string(agent.state_dir().with_file_name("faultd.log")).expect("log");
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(!lines.is_empty(), "no JSON log lines:\n{log}");
+    let done = lines
+        .iter()
+        .find(|l| l["message"] == "request done" && l["fault_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no `request done` line for {id}:\n{log}"));
+    assert_eq!(done["op"], "apply");
+    assert_eq!(done["span"]["peer_uid"], 0, "{done}");
+    assert!(done["span"]["peer_pid"].as_u64() > Some(0), "{done}");
+}

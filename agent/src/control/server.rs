@@ -253,8 +253,18 @@ async fn connection(
             Err(error) => Err(error),
         };
         counts.count(op, outcome.as_ref().map(|_| ()).map_err(|e| e.code));
-        if let Err(error) = &outcome {
-            tracing::info!(op, code = ?error.code, message = %error.message, "request refused");
+        match &outcome {
+            Err(error) => {
+                tracing::info!(op, code = ?error.code, message = %error.message, "request refused")
+            }
+            // Who changed what: the span carries the peer's uid and pid.
+            Ok(Answer::Fault(view)) if op != "get" => {
+                tracing::info!(op, fault_id = %view.id, "request done")
+            }
+            Ok(Answer::Revoked { revoked }) => {
+                tracing::info!(op, faults = revoked.len(), "request done")
+            }
+            Ok(_) => {}
         }
         write.line(&response_line(&id, outcome)).await?;
     }
