@@ -26,8 +26,7 @@ cleanup() {
         kill -TERM "$faultd_pid" 2>/dev/null || true
         wait "$faultd_pid" 2>/dev/null || true
     fi
-    ip netns del "$ns_a" 2>/dev/null || true
-    ip netns del "$ns_b" 2>/dev/null || true
+    lab_delete "$ns_a" "$ns_b"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -36,20 +35,9 @@ faultctl() { ./target/release/faultctl --socket "$work/faultd.sock" "$@"; }
 in_a() { ip netns exec "$ns_a" "$@"; }
 
 log "lab: $ns_a (10.0.0.1, fd00::1) <-veth-> $ns_b (10.0.0.2, fd00::2)"
-ip netns add "$ns_a"
-ip netns add "$ns_b"
 dev_a="fld$$a"
 dev_b="fld$$b"
-ip link add "$dev_a" type veth peer name "$dev_b"
-ip link set "$dev_a" netns "$ns_a"
-ip link set "$dev_b" netns "$ns_b"
-ip -n "$ns_a" addr add 10.0.0.1/24 dev "$dev_a"
-ip -n "$ns_b" addr add 10.0.0.2/24 dev "$dev_b"
-ip -n "$ns_a" addr add fd00::1/64 dev "$dev_a" nodad
-ip -n "$ns_b" addr add fd00::2/64 dev "$dev_b" nodad
-for ns in "$ns_a" "$ns_b"; do ip -n "$ns" link set lo up; done
-ip -n "$ns_a" link set "$dev_a" up
-ip -n "$ns_b" link set "$dev_b" up
+lab_create "$ns_a" "$ns_b" "$dev_a" "$dev_b"
 
 log "starting faultd"
 ./target/release/faultd --socket "$work/faultd.sock" --state-dir "$work/state" 2>"$work/faultd.log" &

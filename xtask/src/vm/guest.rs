@@ -20,14 +20,19 @@ pub const RUN_BENCH: &str = include_str!("run-bench.sh");
 /// (busybox's ip and tc, for one, know neither netem nor bpf).
 const TOOLS: &[&str] = &[
     "bash", "ip", "tc", "ping", "socat", "timeout", "cat", "sleep", "awk", "grep", "sed", "env",
-    "date", "mkdir", "rm", "ls", "head", "tail", "uname", "id",
+    "date", "mkdir", "rm", "ls", "head", "tail", "uname", "id", "jq", "seq", "mktemp",
 ];
 /// Copied when the host has them: handy for future tests, not needed by today's.
 const OPTIONAL_TOOLS: &[&str] = &["iperf3", "ss", "nstat", "bpftool"];
 
-/// Files of the source tree that tests read (the fuzz corpus replay), copied to the same
-/// absolute paths, relative to the workspace root.
-const SOURCE_DATA: &[&str] = &["fuzz/corpus", "fuzz/hostile", "fuzz/hostile-verdicts.txt"];
+/// Files of the source tree that tests read (the fuzz corpus replay, the drill script),
+/// copied to the same absolute paths, relative to the workspace root.
+const SOURCE_DATA: &[&str] = &[
+    "fuzz/corpus",
+    "fuzz/hostile",
+    "fuzz/hostile-verdicts.txt",
+    "scripts",
+];
 
 /// Where busybox and its applets live: last on PATH, so they only fill gaps.
 const BUSYBOX_DIR: &str = "/bb";
