@@ -41,4 +41,11 @@ else
     log "rustup not found; skipping rustfmt/clippy component check"
 fi
 
+# The DaemonSet's schema check (tests/tests/packaging.rs): Kubernetes' schemas, offline.
+if ! python3 -m pip show kubernetes-validate >/dev/null 2>&1; then
+    log "installing kubernetes-validate (PyPI)"
+    as_root python3 -m pip install --quiet --root-user-action=ignore kubernetes-validate ||
+        die "pip install kubernetes-validate failed"
+fi
+
 log "setup done"

@@ -25,13 +25,15 @@ const TOOLS: &[&str] = &[
 /// Copied when the host has them: handy for future tests, not needed by today's.
 const OPTIONAL_TOOLS: &[&str] = &["iperf3", "ss", "nstat", "bpftool"];
 
-/// Files of the source tree that tests read (the fuzz corpus replay, the drill script),
+/// Files of the source tree that tests read (the fuzz corpus replay, the scripts, the
+/// deployment files),
 /// copied to the same absolute paths, relative to the workspace root.
 const SOURCE_DATA: &[&str] = &[
     "fuzz/corpus",
     "fuzz/hostile",
     "fuzz/hostile-verdicts.txt",
     "scripts",
+    "deploy",
 ];
 
 /// Where busybox and its applets live: last on PATH, so they only fill gaps.
