@@ -143,7 +143,12 @@ pub(crate) fn run(cli: &Cli, client: &mut Client, args: &RunArgs) -> Result<u8, 
                     probes_failed += 1;
                 }
             }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => continue,
+            Err(RecvTimeoutError::Timeout) => continue,
+            // The probe thread cannot stop on its own; should it, wait like without a probe.
+            Err(RecvTimeoutError::Disconnected) => {
+                thread::sleep(TICK);
+                continue;
+            }
         }
         if fault == Fault::Active && failed_in_a_row >= args.abort_after {
             eprintln!(
