@@ -17,10 +17,13 @@ pub const RUN_TESTS: &str = include_str!("run-tests.sh");
 pub const RUN_BENCH: &str = include_str!("run-bench.sh");
 
 /// Commands the guest scripts and the tests run: the host's, so the guest behaves like the host
-/// (busybox's ip and tc, for one, know neither netem nor bpf).
+/// (busybox's ip and tc, for one, know neither netem nor bpf). `sh` too: busybox's sh runs its
+/// own applets before PATH, so `sh -c 'ip netns exec ...'` (faultctl run's probe) would get
+/// busybox's ip.
 const TOOLS: &[&str] = &[
-    "bash", "ip", "tc", "ping", "socat", "timeout", "cat", "sleep", "awk", "grep", "sed", "env",
-    "date", "mkdir", "rm", "ls", "head", "tail", "uname", "id", "jq", "seq", "mktemp",
+    "bash", "sh", "ip", "tc", "ping", "socat", "timeout", "cat", "sleep", "awk", "grep", "sed",
+    "env", "date", "mkdir", "rm", "ls", "head", "tail", "uname", "id", "jq", "seq", "mktemp",
+    "install", "dirname", "basename",
 ];
 /// Copied when the host has them: handy for future tests, not needed by today's.
 const OPTIONAL_TOOLS: &[&str] = &["iperf3", "ss", "nstat", "bpftool"];
