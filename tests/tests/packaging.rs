@@ -4,6 +4,7 @@
 
 use std::{
     collections::BTreeSet,
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -151,17 +152,25 @@ fn the_container_build_makes_what_the_daemonset_runs() {
 #[test]
 fn install_sh_stages_every_file_and_uninstall_removes_them() {
     let stage = TempDir::new("install");
-    let bins = bin_path("faultd")
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    // Small stand-ins that run the real binaries: the VM guest's /tmp (its RAM) has no room
+    // for copies of debug builds.
+    let bins = TempDir::new("install-bins");
+    for bin in ["faultd", "faultctl"] {
+        let wrapper = bins.0.join(bin);
+        std::fs::write(
+            &wrapper,
+            format!("#!/bin/sh\nexec {} \"$@\"\n", bin_path(bin).display()),
+        )
+        .expect("write a stand-in");
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
     let install = |extra: &[&str]| {
         let out = Command::new("bash")
             .arg(repo().join("scripts/install.sh"))
             .args(["--no-build", "--destdir"])
             .arg(&stage.0)
             .args(extra)
-            .env("FAULTLINE_BIN_DIR", &bins)
+            .env("FAULTLINE_BIN_DIR", &bins.0)
             .output()
             .expect("install.sh");
         assert!(
