@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # Idempotent: installs only what is missing, so re-running it is cheap.
+# --build-only: just what building faultd needs, for a host that will run it
+# (scripts/install.sh): no test tools, rustup components or Python packages.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+build_only=""
+case ${1:-} in
+--build-only) build_only=yes ;;
+"") ;;
+*) die "usage: scripts/setup.sh [--build-only]" ;;
+esac
+
 export DEBIAN_FRONTEND=noninteractive
-packages=(clang llvm libbpf-dev iproute2 iputils-ping socat iperf3 jq procps)
+packages=(clang llvm libbpf-dev)
+[ -n "$build_only" ] || packages+=(iproute2 iputils-ping socat iperf3 jq procps)
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -29,6 +39,10 @@ fi
 
 command -v cargo >/dev/null 2>&1 ||
     die "cargo not found; install Rust with: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh"
+if [ -n "$build_only" ]; then
+    log "setup done (build only)"
+    exit 0
+fi
 
 if command -v rustup >/dev/null 2>&1; then
     for comp in rustfmt clippy; do
