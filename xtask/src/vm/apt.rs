@@ -1,8 +1,6 @@
-//! Debian packages: the host tools of the VM stage, and kernel packages for the guests.
-//! These live here and not in scripts/setup.sh because only this stage needs them.
+//! The host tools of the VM stage, from the machine's apt sources. These live here and not
+//! in scripts/setup.sh because only this stage needs them.
 
-use std::fs;
-use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -21,7 +19,7 @@ const HOST_TOOLS: &[(&str, &str)] = &[
 ];
 
 /// Commands the tests themselves run; scripts/setup.sh installs them.
-const TEST_TOOLS: &[&str] = &["ip", "tc", "ping", "socat"];
+const TEST_TOOLS: &[&str] = &["ip", "tc", "ping", "socat", "bpftool"];
 
 pub fn ensure_host_tools() -> Result<()> {
     let missing: Vec<&str> = TEST_TOOLS
@@ -79,41 +77,6 @@ fn install(mut missing: Vec<String>) -> Result<()> {
         "xtask: installed in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    Ok(())
-}
-
-/// Fetches `package=version` into `dest` (a .deb). apt verifies it against the signed index.
-pub fn download(package: &str, version: &str, dest: &Path) -> Result<()> {
-    let dir = dest.with_extension("download");
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let spec = format!("{package}={version}");
-    println!("vm-test: downloading {spec}");
-    let fetch = || {
-        run_quiet(
-            Command::new("apt-get")
-                .args(["download", "-qq", &spec])
-                .current_dir(&dir),
-        )
-    };
-    // A fresh machine may have no package index yet, or a stale one.
-    if fetch().is_err() {
-        update()?;
-        fetch().with_context(|| {
-            format!(
-                "{spec} is not in this machine's apt sources (older point releases leave the \
-                 archive): pick a version from `apt-cache policy {package}` and update \
-                 KERNELS in xtask/src/vm/kernel.rs"
-            )
-        })?;
-    }
-    let deb = fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .with_context(|| format!("apt-get download left no .deb in {}", dir.display()))?;
-    // Renamed only once complete, so an interrupted download is never taken for the cache.
-    fs::rename(&deb, dest)?;
-    fs::remove_dir_all(&dir)?;
     Ok(())
 }
 

@@ -23,10 +23,10 @@ pub const RUN_BENCH: &str = include_str!("run-bench.sh");
 const TOOLS: &[&str] = &[
     "bash", "sh", "ip", "tc", "ping", "socat", "timeout", "cat", "sleep", "awk", "grep", "sed",
     "env", "date", "mkdir", "rm", "ls", "head", "tail", "uname", "id", "jq", "seq", "mktemp",
-    "install", "dirname", "basename",
+    "install", "dirname", "basename", "bpftool", "df",
 ];
 /// Copied when the host has them: handy for future tests, not needed by today's.
-const OPTIONAL_TOOLS: &[&str] = &["iperf3", "ss", "nstat", "bpftool"];
+const OPTIONAL_TOOLS: &[&str] = &["iperf3", "ss", "nstat"];
 
 /// Files of the source tree that tests read (the fuzz corpus replay, the scripts, the
 /// deployment files),

@@ -9,22 +9,39 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use object::{Object, ObjectSection};
 
-use super::apt;
+use super::debian::Archive;
 
 pub struct Kernel {
     /// Used by `--kernel` and as the directory under target/vm/.
     pub name: &'static str,
-    pub package: &'static str,
-    /// Exact version: point releases leave the archive, so check `apt-cache policy` when
-    /// a download fails.
-    pub version: &'static str,
+    /// The series: packages named `{prefix}…{suffix}`. When the pinned version has left the
+    /// archive (point releases do), the series' newest version is used instead.
+    prefix: &'static str,
+    suffix: &'static str,
+    /// (package, version) the matrix was last proven on; used while the archive has it.
+    pinned: (&'static str, &'static str),
 }
 
 /// One line per kernel. The "cloud" flavour is small and boots fast; it has netem and fq as
-/// modules. (Debian 12's own 6.1 would be `linux-image-6.1.0-NN-cloud-amd64`.)
+/// modules. Debian 11 (5.10: Amazon Linux 2's series), Debian 12 (6.1: Amazon Linux 2023's)
+/// and Debian 12's newer 6.12 (RHEL 10's series); this host's kernel is the host stage.
 #[rustfmt::skip]
 pub const KERNELS: &[Kernel] = &[
-    Kernel { name: "debian12-cloud-6.12", package: "linux-image-6.12.117+deb12-cloud-amd64", version: "6.12.117-1~deb12u1" },
+    Kernel {
+        name: "debian11-cloud-5.10",
+        prefix: "linux-image-5.10.0-", suffix: "-cloud-amd64",
+        pinned: ("linux-image-5.10.0-32-cloud-amd64", "5.10.223-1"),
+    },
+    Kernel {
+        name: "debian12-cloud-6.1",
+        prefix: "linux-image-6.1.0-", suffix: "-cloud-amd64",
+        pinned: ("linux-image-6.1.0-57-cloud-amd64", "6.1.192-3"),
+    },
+    Kernel {
+        name: "debian12-cloud-6.12",
+        prefix: "linux-image-6.12.", suffix: "+deb12-cloud-amd64",
+        pinned: ("linux-image-6.12.117+deb12-cloud-amd64", "6.12.117-1~deb12u1"),
+    },
 ];
 
 /// Loaded in the guest, with whatever they depend on. Built-in ones are skipped, and missing
@@ -50,13 +67,16 @@ pub struct Image {
     pub modules: Vec<(String, Vec<u8>)>,
 }
 
-/// Downloads (once) and unpacks (once) the package into `cache`, then gathers the modules.
-pub fn prepare(k: &Kernel, cache: &Path) -> Result<Image> {
+/// The kernel's package, resolved and downloaded once (see `resolve`), unpacked once into
+/// `cache`, and the modules the guest loads.
+pub fn prepare(k: &Kernel, cache: &Path, archive: &mut Archive) -> Result<Image> {
     fs::create_dir_all(cache).with_context(|| format!("create {}", cache.display()))?;
-    let stem = format!("{}_{}", k.package, k.version);
+    let (package, version) = resolve(k, cache, archive)?;
+    println!("vm-test: {}: {package} {version}", k.name);
+    let stem = format!("{package}_{version}");
     let deb = cache.join(format!("{stem}.deb"));
     if !deb.exists() {
-        apt::download(k.package, k.version, &deb)?;
+        archive.download(&package, &version, &deb)?;
     }
     let root = cache.join(&stem);
     if !root.exists() {
@@ -84,6 +104,63 @@ pub fn prepare(k: &Kernel, cache: &Path) -> Result<Image> {
     let mod_dir = only_entry(&mod_root, "")?;
     let modules = Modules::index(&mod_dir)?.load_order(k.name)?;
     Ok(Image { vmlinuz, modules })
+}
+
+/// Which package and version to boot: the pinned one when it is cached or still in the
+/// archive; otherwise the series' newest in the archive; without the archive (offline), the
+/// newest of the series already cached.
+fn resolve(k: &Kernel, cache: &Path, archive: &mut Archive) -> Result<(String, String)> {
+    let (pinned_package, pinned_version) = k.pinned;
+    let pinned = (pinned_package.to_owned(), pinned_version.to_owned());
+    if is_cached(cache, &pinned) {
+        return Ok(pinned);
+    }
+    match archive.versions(k.prefix, k.suffix) {
+        Ok(available) if available.contains(&pinned) => Ok(pinned),
+        Ok(available) => {
+            let newest = available.into_iter().next().with_context(|| {
+                format!("no {}*{} package in Debian's archive", k.prefix, k.suffix)
+            })?;
+            println!(
+                "vm-test: {}: NOTE: the pinned {pinned_package} {pinned_version} has left \
+                 Debian's archive; using the series' newest, {} {} (update `pinned` in \
+                 xtask/src/vm/kernel.rs once it passes)",
+                k.name, newest.0, newest.1
+            );
+            Ok(newest)
+        }
+        Err(e) => {
+            let cached = cached_versions(cache, k);
+            let newest = cached.into_iter().next_back().with_context(|| {
+                format!("cannot read Debian's package lists and nothing is cached: {e:#}")
+            })?;
+            println!(
+                "vm-test: {}: NOTE: cannot read Debian's package lists ({e:#}); using the cached {} {}",
+                k.name, newest.0, newest.1
+            );
+            Ok(newest)
+        }
+    }
+}
+
+fn is_cached(cache: &Path, (package, version): &(String, String)) -> bool {
+    cache.join(format!("{package}_{version}.deb")).is_file()
+}
+
+/// The (package, version) pairs of `k`'s series in the cache, in name order.
+fn cached_versions(cache: &Path, k: &Kernel) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = fs::read_dir(cache)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let (package, version) = name.strip_suffix(".deb")?.split_once('_')?;
+            (package.starts_with(k.prefix) && package.ends_with(k.suffix))
+                .then(|| (package.to_owned(), version.to_owned()))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// What the package has: module files by name, and the names built into the kernel.

@@ -4,6 +4,7 @@
 
 pub mod apt;
 mod cpio;
+mod debian;
 mod guest;
 mod kernel;
 mod qemu;
@@ -21,9 +22,10 @@ use qemu::Outcome;
 
 #[derive(clap::Args)]
 pub struct VmTestArgs {
-    /// Boot only this kernel of the matrix (default: all of them, one after the other)
+    /// Boot only this kernel of the matrix; repeat for several (default: all of them, one
+    /// after the other)
     #[arg(long, value_parser = PossibleValuesParser::new(KERNELS.iter().map(|k| k.name)))]
-    kernel: Option<String>,
+    kernel: Vec<String>,
     /// Run only tests whose name contains STR (passed on to every test binary)
     #[arg(long, value_name = "STR")]
     filter: Option<String>,
@@ -40,7 +42,7 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
     let started = Instant::now();
     let kernels: Vec<_> = KERNELS
         .iter()
-        .filter(|k| args.kernel.as_deref().is_none_or(|name| name == k.name))
+        .filter(|k| args.kernel.is_empty() || args.kernel.iter().any(|name| name == k.name))
         .collect();
 
     apt::ensure_host_tools()?;
@@ -54,12 +56,13 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
     );
     let accel = qemu::Accel::detect();
     println!("vm-test: accelerator {accel}");
+    let mut archive = debian::Archive::new(&vm_dir.join("apt"))?;
 
     let mut failed = Vec::new();
     for k in kernels {
         let dir = vm_dir.join(k.name);
         fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let image = kernel::prepare(k, &vm_dir.join("cache"))?;
+        let image = kernel::prepare(k, &vm_dir.join("cache"), &mut archive)?;
         let initrd = dir.join("initramfs.cpio");
         let mut test_args = vec![format!("--test-threads={}", args.test_threads)];
         test_args.extend(args.filter.clone());
@@ -120,7 +123,8 @@ pub fn bench(release_dir: &Path, bench_args: &[String]) -> Result<String> {
     let k = KERNELS.first().context("no kernel in the matrix")?;
     let dir = vm_dir.join(k.name);
     fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let image = kernel::prepare(k, &vm_dir.join("cache"))?;
+    let mut archive = debian::Archive::new(&vm_dir.join("apt"))?;
+    let image = kernel::prepare(k, &vm_dir.join("cache"), &mut archive)?;
     let suite = suite::Suite {
         bins: ["faultd", "faultctl", "faultline-bench"]
             .iter()

@@ -102,7 +102,9 @@ pub fn run(run: &Run) -> Result<Report> {
     let mut cmd = Command::new("qemu-system-x86_64");
     // q35, not microvm: microvm hangs in most TCG boots with 2 vCPUs (no timer fallback).
     cmd.args(["-M", "q35", "-nodefaults", "-nographic", "-no-reboot"])
-        .args(["-smp", "2", "-m", "2G", "-serial", "stdio"])
+        // The guest's root filesystem is its RAM, and gets half of it: 2 GiB holds the
+        // initramfs (every test binary, ~650 MB) with room for what the tests write.
+        .args(["-smp", "2", "-m", "4G", "-serial", "stdio"])
         .args(run.accel.args())
         .arg("-kernel")
         .arg(&run.vmlinuz)
@@ -112,7 +114,7 @@ pub fn run(run: &Run) -> Result<Report> {
         // timeout. mitigations=off: a throwaway guest, and process spawns ~15% faster under TCG.
         .arg("-append")
         .arg(match run.accel {
-            // Tells the guest's tests that timing-sensitive bounds must allow for emulation.
+            // Labels the benchmark's figures as emulated (the tests measure their pace instead).
             Accel::Tcg => "console=ttyS0 panic=-1 quiet mitigations=off faultline.emulated=1",
             Accel::Kvm => "console=ttyS0 panic=-1 quiet mitigations=off",
         })

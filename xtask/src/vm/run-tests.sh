@@ -5,9 +5,6 @@ set -uo pipefail
 export FAULTLINE_BIN_DIR=$(</faultline/bin-dir)
 # Every kernel of the matrix has netem: the netem suite must run, not skip.
 export FAULTLINE_EXPECT_NETEM=1
-if grep -qw faultline.emulated=1 /proc/cmdline; then
-    export FAULTLINE_EMULATED_CPU=1
-fi
 # --test-threads=N and the --filter string, one per line.
 mapfile -t args </faultline/test-args
 
@@ -31,11 +28,13 @@ while IFS=$'\t' read -r name dir exe; do
     (cd "$dir" && CARGO_MANIFEST_DIR=$dir "$exe" "${args[@]}" --show-output)
     rc=$?
     secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+    # The root filesystem is RAM: what the tests leave there, the next ones lack.
+    free=$(df -m / | awk 'NR == 2 { print $4 }')
     if [ "$rc" -eq 0 ]; then
-        summary+=("FAULTLINE-VM-BIN: ok   $name (${secs}s)")
+        summary+=("FAULTLINE-VM-BIN: ok   $name (${secs}s, ${free} MB free after)")
     else
         failed=$((failed + 1))
-        summary+=("FAULTLINE-VM-BIN: FAIL $name (exit $rc, ${secs}s)")
+        summary+=("FAULTLINE-VM-BIN: FAIL $name (exit $rc, ${secs}s, ${free} MB free after)")
     fi
 done </faultline/tests
 
