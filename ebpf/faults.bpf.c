@@ -47,21 +47,36 @@ struct {
 	__type(value, struct fl_protected_list);
 } fl_protected SEC(".maps");
 
-/* A packet seen from this host: local is our side whichever way it travels. */
+/*
+ * A packet seen from this host: local is our side whichever way it travels. It lives in
+ * fl_scratch rather than on the stack so that fl_apply_fault, a global function, takes scalars
+ * only: kernels before 5.12 refuse a pointer argument to a global function.
+ */
 struct fl_packet {
 	__u32 local[4];
 	__u32 remote[4];
 	__u16 local_port;
 	__u16 remote_port;
 	__u8 proto;
+	__u8 pad[3];
 	__u32 segs;
 	__u32 len;
-	__u32 steer_class;  /* set by the first matching delay fault */
-	__u32 steer_ifb;
+	__u32 steer_class; /* set by the first matching delay fault */
 };
+
+/* One packet being classified per CPU: a tc program runs to completion on its CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fl_packet);
+} fl_scratch SEC(".maps");
 
 /* fl_apply_fault's answer for a delay fault: steer the packet, keep looking for drops. */
 #define FL_STEER 1000
+/* skb->cb word (tc's scratch space) by which fl_ingress marks a packet for the ifb. */
+#define FL_CB_STEER 0
+#define FL_STEER_MARK 0xfa17dea1
 
 static __always_inline void fl_mapped_v4(__u32 out[4], __u32 addr)
 {
@@ -287,16 +302,19 @@ static __always_inline int fl_should_drop(struct fl_fault *fault)
 }
 
 /*
- * One candidate fault against one packet; returns the verdict if it drops the packet, else
- * TC_ACT_UNSPEC. Global (not inlined), so the verifier checks it once rather than once per
- * candidate: inlined, the candidate loop exceeds the verifier's instruction budget.
+ * One candidate fault against the CPU's packet in fl_scratch; returns the verdict if it drops
+ * the packet, FL_STEER for a delay fault, else TC_ACT_UNSPEC. Global (not inlined), so the
+ * verifier checks it once rather than once per candidate: inlined, the candidate loop exceeds
+ * the verifier's instruction budget. Scalars only, for kernels before 5.12.
  */
-__attribute__((noinline)) int fl_apply_fault(__u32 slot, struct fl_packet *pkt, __u32 dir,
-					     __u64 now)
+__attribute__((noinline)) int fl_apply_fault(__u32 slot, __u32 dir, __u64 now)
 {
 	struct fl_counters *counters;
 	struct fl_fault *fault;
+	struct fl_packet *pkt;
+	__u32 zero = 0;
 
+	pkt = bpf_map_lookup_elem(&fl_scratch, &zero);
 	if (!pkt)
 		return TC_ACT_UNSPEC;
 	dir &= 1; /* a bounded index for the verifier */
@@ -311,10 +329,8 @@ __attribute__((noinline)) int fl_apply_fault(__u32 slot, struct fl_packet *pkt, 
 		counters->matched_bytes[dir] += pkt->len;
 	}
 	if (fault->action.kind == FL_ACTION_DELAY) {
-		if (!pkt->steer_class) {
+		if (!pkt->steer_class)
 			pkt->steer_class = fault->action.class_id;
-			pkt->steer_ifb = fault->action.ifb_ifindex;
-		}
 		return FL_STEER;
 	}
 	if (!fl_should_drop(fault))
@@ -330,17 +346,22 @@ static __always_inline int fl_handle(struct __sk_buff *skb, int dir)
 {
 	struct fl_prefix_key key = {.prefix_len = 32 + 128, .ifindex = skb->ifindex};
 	struct fl_candidates *candidates;
-	struct fl_packet pkt = {};
+	struct fl_packet *pkt;
+	__u32 zero = 0;
 	__u64 now;
 
-	if (fl_parse(skb, dir, &pkt) < 0)
+	pkt = bpf_map_lookup_elem(&fl_scratch, &zero);
+	if (!pkt)
 		return TC_ACT_UNSPEC;
-	__builtin_memcpy(key.addr, pkt.remote, sizeof(key.addr));
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	if (fl_parse(skb, dir, pkt) < 0)
+		return TC_ACT_UNSPEC;
+	__builtin_memcpy(key.addr, pkt->remote, sizeof(key.addr));
 	candidates = bpf_map_lookup_elem(&fl_prefixes, &key);
 	if (!candidates)
 		return TC_ACT_UNSPEC;
 	/* Only packets some fault may match pay for the pass-list. */
-	if (fl_is_protected(&pkt))
+	if (fl_is_protected(pkt))
 		return TC_ACT_UNSPEC;
 
 	now = bpf_ktime_get_ns();
@@ -349,16 +370,17 @@ static __always_inline int fl_handle(struct __sk_buff *skb, int dir)
 
 		if (i >= candidates->count)
 			break;
-		verdict = fl_apply_fault(candidates->slots[i], &pkt, dir, now);
+		verdict = fl_apply_fault(candidates->slots[i], dir, now);
 		if (verdict != TC_ACT_UNSPEC && verdict != FL_STEER)
 			return verdict;
 	}
-	if (!pkt.steer_class)
+	if (!pkt->steer_class)
 		return TC_ACT_UNSPEC;
 	/* htb puts a packet whose priority names one of its classes into that class. */
-	skb->priority = pkt.steer_class;
+	skb->priority = pkt->steer_class;
+	/* At ingress the packet must reach the ifb: fl_ingress_steer's filter hands it over. */
 	if (dir == FL_DIR_INGRESS)
-		return bpf_redirect(pkt.steer_ifb, 0);
+		skb->cb[FL_CB_STEER] = FL_STEER_MARK;
 	return TC_ACT_UNSPEC;
 }
 
@@ -371,7 +393,24 @@ int fl_egress(struct __sk_buff *skb)
 SEC("classifier")
 int fl_ingress(struct __sk_buff *skb)
 {
+	/* The mark must not survive from whatever used the control block before tc. */
+	skb->cb[FL_CB_STEER] = 0;
 	return fl_handle(skb, FL_DIR_INGRESS);
+}
+
+/*
+ * The ingress steering filter, after fl_ingress on the same hook, without direct action: a
+ * packet fl_ingress marked is a match (-1), and the filter's act_mirred redirects it to the
+ * device's ifb, whose htb holds the delay classes. Not bpf_redirect: before Linux 6.4 it does
+ * not mark the packet as redirected, and the ifb drops every packet that lacks the mark.
+ */
+SEC("classifier")
+int fl_ingress_steer(struct __sk_buff *skb)
+{
+	if (skb->cb[FL_CB_STEER] != FL_STEER_MARK)
+		return 0;
+	skb->cb[FL_CB_STEER] = 0;
+	return -1;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

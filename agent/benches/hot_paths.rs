@@ -12,8 +12,9 @@ use std::{
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use faultline::{
+    abi::PrefixKey,
     fault::{
-        plan::{self, PrefixIndex, PrefixKey},
+        plan::{self, PrefixIndex},
         spec::{Action, DurationLimits, FaultSpec, FaultWire},
     },
     kernel::netem::{netem_options_with, Psched},

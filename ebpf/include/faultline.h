@@ -31,7 +31,7 @@
 #define FL_ACTION_PARTITION 1  /* drop every matching packet */
 #define FL_ACTION_LOSS 2       /* drop with probability loss_threshold / 2^32 */
 #define FL_ACTION_BURST_LOSS 3 /* Gilbert-Elliott: two states, each with its own loss */
-#define FL_ACTION_DELAY 4      /* steer into the fault's netem class (and at ingress, its ifb) */
+#define FL_ACTION_DELAY 4      /* steer into the fault's netem class (at ingress, via its ifb) */
 
 /* A CIDR as pre-masked address words and the mask, both in network byte order. */
 struct fl_cidr {
@@ -73,7 +73,7 @@ struct fl_action {
 	__u32 burst_loss_bad; /* Gilbert-Elliott 1-h: loss while bad */
 	__u32 burst_loss_good;/* Gilbert-Elliott 1-k: loss while good */
 	__u32 class_id;       /* FL_ACTION_DELAY: htb class handle, written to skb->priority */
-	__u32 ifb_ifindex;    /* FL_ACTION_DELAY at ingress: the ifb that carries the class */
+	__u32 pad;
 };
 
 /* Value of fl_faults, indexed by slot. A slot whose deadline has passed matches nothing. */

@@ -124,7 +124,35 @@ fn drop_capabilities() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Before Linux 5.11 the kernel charges eBPF maps to RLIMIT_MEMLOCK (often 64 KiB), not to
+/// the cgroup. Raised while CAP_SYS_RESOURCE may still be held (it is dropped next, so aya's own
+/// retry could not do it later); the reaper inherits the limit. Harmless on newer kernels,
+/// where failing to raise it does not matter either.
+fn raise_memlock() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        let charged_to_memlock = kernel_version().is_some_and(|version| version < (5, 11));
+        if !charged_to_memlock {
+            return;
+        }
+        let current = getrlimit(Resource::RLIMIT_MEMLOCK).map_or(0, |(soft, _)| soft);
+        tracing::warn!(
+            error = %e,
+            memlock_bytes = current,
+            "cannot raise RLIMIT_MEMLOCK: on kernels before 5.11 the eBPF maps may not fit; \
+             give faultd CAP_SYS_RESOURCE or LimitMEMLOCK=infinity"
+        );
+    }
+}
+
 fn check_capabilities() -> anyhow::Result<()> {
+    // Kernels before 5.8 know no CAP_BPF: their problem is their age, not faultd's privileges.
+    if !caps::runtime::thread_all_supported().contains(&Capability::CAP_BPF) {
+        bail!(
+            "this kernel ({}) predates CAP_BPF (Linux 5.8); faultline needs Linux 5.10 or later",
+            kernel_release()
+        );
+    }
     let missing: Vec<String> = NEEDED
         .into_iter()
         .filter(|cap| !caps::has_cap(None, CapSet::Effective, *cap).unwrap_or(false))
@@ -176,8 +204,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
+/// (major, minor) of the running kernel.
+fn kernel_version() -> Option<(u32, u32)> {
+    let release = kernel_release();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::parse::<u32>);
+    Some((numbers.next()?.ok()?, numbers.next()?.ok()?))
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
 fn run(args: &Args) -> anyhow::Result<()> {
     check_capabilities()?;
+    raise_memlock();
     drop_capabilities().context("dropping capabilities")?;
     if args.max_faults == 0 || args.max_faults > DEFAULT_MAX_FAULTS {
         bail!("--max-faults must be in 1..={DEFAULT_MAX_FAULTS}");

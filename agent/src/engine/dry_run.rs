@@ -4,11 +4,12 @@
 
 use super::{hooks_of, namespace::Namespace, netns_path, Engine, EngineError};
 use crate::{
+    abi::{PrefixKey, PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_STEER},
     fault::plan,
     kernel::{
         self,
-        abi::{PROG_EGRESS, PROG_INGRESS},
-        bpf::{Hook, FILTER_HANDLE, FILTER_PRIORITY},
+        bpf::Hook,
+        filter::{DATAPATH_PRIORITY, FILTER_HANDLE, STEER_PRIORITY},
         link,
         netns::Netns,
         pins,
@@ -43,6 +44,9 @@ impl Engine {
             }
         };
         let hooks = hooks_of(&spec);
+        if let (Some(namespace), Some(delay)) = (loaded, &netem) {
+            namespace.check_delay_mix(dev, ifindex, &hooks, delay)?;
+        }
         let prefixes = plan::prefix_keys(&spec, ifindex);
         objects.extend(planned(
             loaded,
@@ -75,10 +79,29 @@ fn planned(
     ifindex: u32,
     hooks: &[Hook],
     delay: bool,
-    prefixes: &[plan::PrefixKey],
+    prefixes: &[PrefixKey],
 ) -> Vec<PlannedObject> {
     let users = |hook| namespace.map_or(0, |ns| ns.hook_users(dev, ifindex, hook));
     let mut objects = Vec::new();
+    let any_filter = Hook::ALL.into_iter().any(|hook| users(hook) > 0);
+    objects.push(object(
+        "clsact",
+        format!("clsact qdisc on {dev}"),
+        any_filter,
+    ));
+    for &hook in hooks {
+        let (program, side) = match hook {
+            Hook::Egress => (PROG_EGRESS, "egress"),
+            Hook::Ingress => (PROG_INGRESS, "ingress"),
+        };
+        objects.push(object(
+            "tc_filter",
+            format!(
+                "{program} on {dev} {side}, prio {DATAPATH_PRIORITY} handle {FILTER_HANDLE:#x}"
+            ),
+            users(hook) > 0,
+        ));
+    }
     if delay {
         let (original_root, ifb) =
             namespace.map_or((false, None), |ns| ns.delay_state(dev, ifindex));
@@ -94,6 +117,14 @@ fn planned(
             objects.push(object(
                 "ifb",
                 format!("{name}, an ifb device carrying {dev}'s ingress, with htb {ROOT_MAJOR:x}: as its root"),
+                ifb.is_some(),
+            ));
+            objects.push(object(
+                "tc_filter",
+                format!(
+                    "{PROG_INGRESS_STEER} on {dev} ingress, prio {STEER_PRIORITY} handle \
+                     {FILTER_HANDLE:#x}, with act_mirred to {name}"
+                ),
                 ifb.is_some(),
             ));
         }
@@ -119,29 +150,6 @@ fn planned(
         "this fault's entry in fl_faults and fl_counters".to_owned(),
         false,
     ));
-    let any_filter = Hook::ALL.into_iter().any(|hook| users(hook) > 0);
-    objects.push(object(
-        "clsact",
-        format!("clsact qdisc on {dev}"),
-        any_filter,
-    ));
-    for &hook in hooks {
-        let program = match hook {
-            Hook::Egress => PROG_EGRESS,
-            Hook::Ingress => PROG_INGRESS,
-        };
-        objects.push(object(
-            "tc_filter",
-            format!(
-                "{program} on {dev} {}, prio {FILTER_PRIORITY} handle {FILTER_HANDLE:#x}",
-                match hook {
-                    Hook::Egress => "egress",
-                    Hook::Ingress => "ingress",
-                }
-            ),
-            users(hook) > 0,
-        ));
-    }
     for key in prefixes {
         objects.push(object(
             "trie_entry",

@@ -25,12 +25,14 @@ use std::{
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, oneshot};
 
-pub use self::{error::EngineError, journal::JournalError};
 use self::{
+    delay::DelaySpec,
     journal::Journal,
     namespace::{Installed, Namespace},
 };
+pub use self::{error::EngineError, journal::JournalError};
 use crate::{
+    abi::{FlCounters, FlProtectedList, MAX_FAULTS},
     fault::{
         plan,
         spec::{Action, DurationLimits, FaultSpec, FaultWire, SpecError},
@@ -38,11 +40,11 @@ use crate::{
     },
     kernel::{
         self,
-        abi::{FlProtectedList, MAX_FAULTS},
-        bpf::{Datapath, Hook},
+        bpf::Hook,
+        netem_groups::NetemGroup,
         netns::{Netns, NetnsId},
         pins,
-        probe::{self, Features},
+        probe::{self, Capabilities, Capability},
         KernelError,
     },
     policy::Policy,
@@ -170,8 +172,8 @@ pub struct Engine {
     journaled: HashMap<NetnsId, journal::NamespaceHeader>,
     /// Fault entries not yet journaled.
     pending: Vec<journal::Entry>,
-    ebpf_support: Result<(), String>,
-    features: Features,
+    /// What this kernel showed it can do, at start.
+    capabilities: Capabilities,
     events: broadcast::Sender<Event>,
     /// How many faults are active, for `EngineHandle::hello`.
     active: Arc<AtomicUsize>,
@@ -205,17 +207,17 @@ pub fn spawn(
                     return;
                 }
             };
-            // One trial load tells `hello` (and every apply) whether this kernel runs our
-            // programs. The reaper applies nothing, and so probes nothing.
-            let (ebpf_support, features) = if config.exit_when_idle {
-                let none = Err("the reaper applies no faults".to_owned());
-                (none.clone(), Features { netem: none })
+            // The probes tell `hello` (and every apply) what this kernel can do. The reaper
+            // applies nothing, and so probes nothing. Without eBPF faults faultd is useless.
+            let capabilities = if config.exit_when_idle {
+                Capabilities::none("the reaper applies no faults")
             } else {
-                let ebpf = Datapath::load(None).map(drop).map_err(|e| match e {
-                    KernelError::Unsupported { detail, .. } => detail,
-                    other => other.to_string(),
-                });
-                (ebpf, probe::probe())
+                let found = probe::probe();
+                if let Err(e) = found.check(Capability::EbpfFaults) {
+                    let _ = ready_tx.send(Err(EngineError::Kernel(e)));
+                    return;
+                }
+                found
             };
             let mut engine = Engine {
                 config,
@@ -227,8 +229,7 @@ pub fn spawn(
                 journaled: HashMap::new(),
                 pending: Vec::new(),
                 protected,
-                ebpf_support,
-                features,
+                capabilities,
                 events: engine_events,
                 active: engine_active,
                 next_id: 0,
@@ -390,10 +391,22 @@ impl Engine {
             "agent": "faultd",
             "version": env!("CARGO_PKG_VERSION"),
             "kernel": release,
+            // Kept from before `capabilities`: eBPF faults, and delay faults on sent packets.
             "features": {
-                "ebpf_tc": self.ebpf_support.is_ok(),
-                "netem": self.features.netem.is_ok(),
+                "ebpf_tc": self.capabilities.has(Capability::EbpfFaults),
+                "netem": self.capabilities.has(Capability::EgressDelay),
             },
+            "capabilities": self
+                .capabilities
+                .iter()
+                .map(|(capability, found)| {
+                    let entry = match found {
+                        Ok(()) => json!({"available": true}),
+                        Err(missing) => json!({"available": false, "missing": missing}),
+                    };
+                    (capability.name().to_owned(), entry)
+                })
+                .collect::<serde_json::Map<String, Value>>(),
             "limits": {
                 "max_duration": format_duration(self.config.durations.max),
                 "default_duration": self.config.durations.default.map(format_duration),
@@ -437,34 +450,37 @@ impl Engine {
     }
 
     /// What any apply must pass, a dry run's included: a valid spec the policy allows, on a
-    /// kernel that can do it. Returns the spec and, for a delay fault, its netem options.
-    fn admit(&self, wire: &FaultWire) -> Result<(FaultSpec, Option<Vec<u8>>), EngineError> {
+    /// kernel that can do it. Returns the spec and, for a delay fault, what its qdiscs need.
+    fn admit(&self, wire: &FaultWire) -> Result<(FaultSpec, Option<DelaySpec>), EngineError> {
         let spec = FaultSpec::from_wire(wire, &self.config.durations)?;
         self.config
             .policy
             .check_fault(&spec, SystemTime::now())
             .map_err(EngineError::Forbidden)?;
-        if let Err(detail) = &self.ebpf_support {
-            return Err(KernelError::Unsupported {
-                feature: "eBPF tc programs",
-                detail: detail.clone(),
-            }
-            .into());
-        }
-        let netem_options = match &spec.action {
-            Action::Netem(netem) => match &self.features.netem {
-                Ok(()) => Some(kernel::netem::netem_options(netem)),
-                Err(detail) => {
-                    return Err(KernelError::Unsupported {
-                        feature: "delay faults",
-                        detail: detail.clone(),
-                    }
-                    .into())
+        self.capabilities.check(Capability::EbpfFaults)?;
+        let delay = match &spec.action {
+            Action::Netem(netem) => {
+                let direction = spec.target.direction;
+                if direction.has_egress() {
+                    self.capabilities.check(Capability::EgressDelay)?;
                 }
-            },
+                if direction.has_ingress() {
+                    self.capabilities.check(Capability::IngressDelay)?;
+                }
+                for group in NetemGroup::used_by(netem) {
+                    self.capabilities.check(Capability::Netem(group))?;
+                }
+                Some(DelaySpec {
+                    options: kernel::netem::netem_options(netem),
+                    duplicating: netem.duplicate.is_some(),
+                    mix_allowed: self
+                        .capabilities
+                        .has(Capability::NetemDuplicateBesideOthers),
+                })
+            }
             _ => None,
         };
-        Ok((spec, netem_options))
+        Ok((spec, delay))
     }
 
     fn check_room(&self) -> Result<(), EngineError> {
@@ -482,7 +498,7 @@ impl Engine {
         key: Option<String>,
         lease: Option<ConnectionId>,
     ) -> Result<FaultView, EngineError> {
-        let (spec, netem_options) = self.admit(wire)?;
+        let (spec, delay) = self.admit(wire)?;
         let normalized = spec.to_wire();
         if let Some(existing) = key
             .as_ref()
@@ -526,14 +542,9 @@ impl Engine {
             unreachable!("inserted above");
         };
         let dev = spec.target.dev.as_str().to_owned();
-        let installed = namespace.install(
-            home,
-            &dev,
-            &hooks,
-            value,
-            netem_options.as_deref(),
-            |ifindex| plan::prefix_keys(&spec, ifindex),
-        );
+        let installed = namespace.install(home, &dev, &hooks, value, delay.as_ref(), |ifindex| {
+            plan::prefix_keys(&spec, ifindex)
+        });
         let installed = match installed {
             Ok(done) => done,
             Err(e) => {
@@ -644,7 +655,7 @@ impl Engine {
         &mut self,
         fault: ActiveFault,
         state: FaultState,
-        counters: Option<kernel::abi::FlCounters>,
+        counters: Option<FlCounters>,
         errors: &[String],
     ) -> FaultView {
         let id = fault.id.as_str();

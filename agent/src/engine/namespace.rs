@@ -10,18 +10,18 @@ use std::{
 };
 
 use super::{
-    delay::{DelayClass, DelayQdiscs},
+    delay::{DelayClass, DelayQdiscs, DelaySpec},
     journal::DeviceRecord,
     EngineError,
 };
 use crate::{
-    fault::plan::{PrefixIndex, PrefixKey, TrieChanges},
+    abi::{FlCounters, FlFault, FlProtectedList, PrefixKey, MAX_FAULTS},
+    fault::plan::{PrefixIndex, TrieChanges},
     kernel::{
-        abi::{FlCounters, FlFault, FlProtectedList, MAX_FAULTS},
         bpf::{self, Datapath, Hook},
-        link,
+        filter, link,
         netns::Netns,
-        pins, qdisc, tc, DeviceNames, KernelError,
+        pins, qdisc, DeviceNames, KernelError,
     },
 };
 
@@ -295,6 +295,24 @@ impl Namespace {
             .map_or(0, |state| state.hook_users[hook_index(hook)])
     }
 
+    /// Refuses what `DelayQdiscs::check_mix` refuses, before anything is changed.
+    pub fn check_delay_mix(
+        &self,
+        dev: &str,
+        ifindex: u32,
+        hooks: &[Hook],
+        spec: &DelaySpec,
+    ) -> Result<(), KernelError> {
+        let key = DeviceKey {
+            name: dev.to_owned(),
+            ifindex,
+        };
+        match self.delays.get(&key) {
+            Some(delays) => delays.check_mix(sides(hooks), spec),
+            None => Ok(()),
+        }
+    }
+
     /// Whether our htb is `dev`'s root, and our ifb for its ingress.
     pub fn delay_state(&self, dev: &str, ifindex: u32) -> (bool, Option<u32>) {
         let key = DeviceKey {
@@ -322,15 +340,15 @@ impl Namespace {
         home: &Netns,
         dev: &str,
         hooks: &[Hook],
-        mut value: FlFault,
-        netem: Option<&[u8]>,
+        value: FlFault,
+        delay: Option<&DelaySpec>,
         prefixes_for: impl FnOnce(u32) -> Vec<PrefixKey>,
     ) -> Result<Installed, EngineError> {
         let device = DeviceKey {
             name: dev.to_owned(),
             ifindex: self.names.ifindex(dev)?,
         };
-        let _inside = if netem.is_some() || self.attaches(&device, hooks) {
+        let _inside = if delay.is_some() || self.attaches(&device, hooks) {
             Some(self.netns.enter(home)?)
         } else {
             None
@@ -351,23 +369,7 @@ impl Namespace {
             delay: None,
             acquired: false,
         };
-        if let Some(options) = netem {
-            let delays = self.delays.entry(installed.device.clone()).or_default();
-            let egress = hooks.contains(&Hook::Egress);
-            let ingress = hooks.contains(&Hook::Ingress);
-            match delays.add(installed.device.ifindex, egress, ingress, options) {
-                Ok(class) => {
-                    value.action.class_id = qdisc::class_handle(class.minor);
-                    value.action.ifb_ifindex = class.ifb.unwrap_or(0);
-                    installed.delay = Some(class);
-                }
-                Err(e) => {
-                    self.undo_install(&installed, hooks);
-                    return Err(e);
-                }
-            }
-        }
-        if let Err(e) = self.install_kernel(&mut installed, hooks, &value, &changes) {
+        if let Err(e) = self.install_kernel(&mut installed, hooks, value, delay, &changes) {
             self.undo_install(&installed, hooks);
             return Err(e);
         }
@@ -381,17 +383,31 @@ impl Namespace {
         }
     }
 
+    /// The device's filters (and a delay fault's qdiscs, whose class the fault names), then
+    /// the fault's slot, then the trie entries that make the slot visible to packets.
     fn install_kernel(
         &mut self,
         installed: &mut Installed,
         hooks: &[Hook],
-        value: &FlFault,
+        mut value: FlFault,
+        delay: Option<&DelaySpec>,
         changes: &TrieChanges,
     ) -> Result<(), EngineError> {
-        // The slot is invisible until the trie lists it, so it is written first.
-        self.datapath.reset_counters(installed.slot)?;
-        self.datapath.write_fault(installed.slot, value)?;
+        if let Some(spec) = delay {
+            if let Some(delays) = self.delays.get(&installed.device) {
+                delays.check_mix(sides(hooks), spec)?;
+            }
+        }
         self.acquire_device(&installed.device, hooks, &mut installed.acquired)?;
+        if let Some(spec) = delay {
+            let delays = self.delays.entry(installed.device.clone()).or_default();
+            let ifindex = installed.device.ifindex;
+            let class = delays.add(&self.datapath, ifindex, sides(hooks), spec)?;
+            value.action.class_id = qdisc::class_handle(class.minor);
+            installed.delay = Some(class);
+        }
+        self.datapath.reset_counters(installed.slot)?;
+        self.datapath.write_fault(installed.slot, &value)?;
         if let Some(e) = self.write_trie(changes).into_iter().next() {
             return Err(e.into());
         }
@@ -488,7 +504,7 @@ impl Namespace {
             }
             for hook in Hook::ALL {
                 if state.hook_users[hook_index(hook)] > 0 {
-                    errors.extend(bpf::detach(&device.name, hook).err());
+                    errors.extend(bpf::detach(device.ifindex, hook).err());
                 }
             }
         }
@@ -546,7 +562,7 @@ impl Namespace {
     ) -> Result<(), KernelError> {
         let first = !self.devices.contains_key(device);
         if first {
-            let created_clsact = bpf::add_clsact(&device.name)?;
+            let created_clsact = filter::add_clsact(device.ifindex)?;
             self.devices.insert(
                 device.clone(),
                 Device {
@@ -563,13 +579,13 @@ impl Namespace {
         if first {
             // An earlier faultd may have left its filters on a hook we will not use.
             for hook in Hook::ALL {
-                bpf::detach(&device.name, hook)?;
+                bpf::detach(device.ifindex, hook)?;
             }
         }
         for &hook in hooks {
             if state.hook_users[hook_index(hook)] == 0 {
                 // Count the user only once attached, so a rollback does not detach twice.
-                self.datapath.attach(&device.name, hook)?;
+                self.datapath.attach(device.ifindex, hook)?;
             }
             state.hook_users[hook_index(hook)] += 1;
         }
@@ -592,7 +608,7 @@ impl Namespace {
             }
             *users -= 1;
             if *users == 0 && present {
-                errors.extend(bpf::detach(&device.name, hook).err());
+                errors.extend(bpf::detach(device.ifindex, hook).err());
             }
         }
         if state.faults == 0 {
@@ -606,13 +622,21 @@ impl Namespace {
     }
 }
 
+/// (egress, ingress): which sides `hooks` act on.
+fn sides(hooks: &[Hook]) -> (bool, bool) {
+    (
+        hooks.contains(&Hook::Egress),
+        hooks.contains(&Hook::Ingress),
+    )
+}
+
 fn remove_clsact_if_unused(ifindex: u32) -> Result<(), KernelError> {
     let mut foreign = 0;
     for hook in Hook::ALL {
-        foreign += tc::filters(ifindex, hook)?.foreign;
+        foreign += filter::filters(ifindex, hook)?.foreign;
     }
     if foreign == 0 {
-        tc::delete_clsact(ifindex)?;
+        filter::delete_clsact(ifindex)?;
     }
     Ok(())
 }
@@ -622,15 +646,16 @@ fn remove_clsact_if_unused(ifindex: u32) -> Result<(), KernelError> {
 fn remove_unlisted_filters(ifindex: u32, name: &str) -> Result<(), KernelError> {
     let mut ours = 0;
     for hook in Hook::ALL {
-        ours += tc::filters(ifindex, hook)?.ours;
+        ours += filter::filters(ifindex, hook)?.ours;
     }
     if ours == 0 {
         return Ok(());
     }
     tracing::info!(dev = name, "removing filters no fault accounts for");
     for hook in Hook::ALL {
-        bpf::detach(name, hook)?;
+        bpf::detach(ifindex, hook)?;
     }
+    bpf::detach_steer(ifindex)?;
     remove_clsact_if_unused(ifindex)
 }
 

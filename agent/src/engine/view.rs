@@ -5,15 +5,12 @@ use std::time::{Instant, SystemTime};
 
 use super::{unix_ms, ActiveFault, Engine};
 use crate::{
-    kernel::{
-        self,
-        abi::{DIR_EGRESS, DIR_INGRESS},
-    },
+    abi::{FlCounters, DIR_EGRESS, DIR_INGRESS},
     proto::{Counters, DirectionCounters, Event, EventKind, FaultState, FaultView, Lease},
 };
 
 impl Engine {
-    fn counters_of(&self, fault: &ActiveFault) -> kernel::abi::FlCounters {
+    fn counters_of(&self, fault: &ActiveFault) -> FlCounters {
         self.namespaces
             .get(&fault.netns)
             .and_then(|ns| ns.read_counters(fault.installed.slot).ok())
@@ -28,7 +25,7 @@ impl Engine {
         &self,
         fault: &ActiveFault,
         state: FaultState,
-        c: kernel::abi::FlCounters,
+        c: FlCounters,
     ) -> FaultView {
         let dir = |d: usize| DirectionCounters {
             matched_packets: c.matched_packets[d],

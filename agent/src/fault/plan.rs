@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::spec::{Action, FaultSpec};
 use super::values::{Cidr, Proto};
 use crate::{
-    kernel::abi::{
+    abi::{
         FlAction, FlCandidates, FlCidr, FlFault, FlMatch, FlPortRange, FlProtected,
-        FlProtectedList, ACTION_BURST_LOSS, ACTION_DELAY, ACTION_LOSS, ACTION_PARTITION,
+        FlProtectedList, PrefixKey, ACTION_BURST_LOSS, ACTION_DELAY, ACTION_LOSS, ACTION_PARTITION,
         HOOK_EGRESS, HOOK_INGRESS, MAX_CANDIDATES, MAX_PROTECTED,
     },
     policy::ProtectedTarget,
@@ -105,60 +105,6 @@ fn fl_cidr(cidr: Cidr) -> FlCidr {
     FlCidr {
         addr: words(masked),
         mask: words(mask),
-    }
-}
-
-/// A remote-address prefix on one device: a key of the `fl_prefixes` trie.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PrefixKey {
-    pub ifindex: u32,
-    pub addr: [u8; 16],
-    /// Address bits, 0..=128 (the trie's prefix_len adds the 32 ifindex bits).
-    pub len: u32,
-}
-
-fn mask(len: u32) -> u128 {
-    u128::MAX.checked_shl(128 - len).unwrap_or(0)
-}
-
-impl PrefixKey {
-    /// The key for the first `len` bits of `addr` (host bits cleared, as the trie sees it).
-    fn new(ifindex: u32, addr: [u8; 16], len: u32) -> PrefixKey {
-        PrefixKey {
-            ifindex,
-            addr: (u128::from_be_bytes(addr) & mask(len)).to_be_bytes(),
-            len,
-        }
-    }
-
-    fn contains(&self, other: &PrefixKey) -> bool {
-        if self.ifindex != other.ifindex || other.len < self.len {
-            return false;
-        }
-        let mask = mask(self.len);
-        u128::from_be_bytes(self.addr) & mask == u128::from_be_bytes(other.addr) & mask
-    }
-
-    /// Every key this one contains lies in this range of the key order (ifindex, addr, len).
-    fn subtree(&self) -> std::ops::RangeInclusive<PrefixKey> {
-        let low = u128::from_be_bytes(self.addr) & mask(self.len);
-        let high = low | !mask(self.len);
-        PrefixKey::new(self.ifindex, low.to_be_bytes(), 0)..=PrefixKey {
-            ifindex: self.ifindex,
-            addr: high.to_be_bytes(),
-            len: 128,
-        }
-    }
-}
-
-impl std::fmt::Display for PrefixKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let v6 = std::net::Ipv6Addr::from(self.addr);
-        match v6.to_ipv4_mapped() {
-            Some(v4) if self.len >= 96 => write!(f, "{v4}/{}", self.len - 96),
-            _ if self.len == 0 => write!(f, "any address"),
-            _ => write!(f, "{v6}/{}", self.len),
-        }
     }
 }
 

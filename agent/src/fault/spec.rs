@@ -11,7 +11,7 @@ use super::values::{
     format_duration, parse_duration, Cidr, Direction, Fraction, Percent, PortRange, Proto,
     ValueError,
 };
-use crate::kernel::abi::{MAX_LOCAL_CIDRS, MAX_PORT_RANGES};
+use crate::abi::{MAX_LOCAL_CIDRS, MAX_PORT_RANGES};
 
 /// Most remote (`dst`) CIDRs one fault may name; each is one entry in the datapath's trie.
 pub const MAX_REMOTE_CIDRS: usize = 64;

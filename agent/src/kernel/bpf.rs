@@ -1,37 +1,30 @@
-//! The eBPF datapath of one network namespace: the loaded programs, their maps, and their
-//! attachment to devices as cls_bpf filters (legacy tc, direct action; see ebpf/faults.bpf.c
+//! The eBPF datapath of one network namespace: the loaded programs and their maps. Their
+//! filters on devices are `filter`'s (legacy tc cls_bpf, direct action; see ebpf/faults.bpf.c
 //! for why not TCX). Callers must be inside the namespace (see `netns::Netns::run`).
 //!
-//! Attachments outlive faultd on purpose: a netlink filter holds its program and maps, so a
-//! fault keeps its effect, and its kernel-side deadline, if faultd is killed.
+//! Filters outlive faultd on purpose: a netlink filter holds its program and maps, so a fault
+//! keeps its effect, and its kernel-side deadline, if faultd is killed.
 
 use aya::{
     maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray, PerCpuValues},
-    programs::{
-        tc::{self, NlOptions, TcAttachOptions, TcAttachType, TcHandle},
-        SchedClassifier,
-    },
+    programs::SchedClassifier,
     util::nr_cpus,
     Ebpf, EbpfLoader,
 };
-use std::path::Path;
+use std::{os::fd::AsFd, path::Path};
 
 use super::{
-    abi::{
-        FlCandidates, FlCounters, FlFault, FlPrefixData, FlProtectedList, MAP_COUNTERS, MAP_FAULTS,
-        MAP_PREFIXES, MAP_PROTECTED, PREFIX_IFINDEX_BITS, PROG_EGRESS, PROG_INGRESS,
-    },
+    filter::{self, BpfFilter, DATAPATH_PRIORITY, STEER_PRIORITY},
     KernelError,
 };
-use crate::fault::plan::PrefixKey;
+use crate::abi::{
+    FlCandidates, FlCounters, FlFault, FlPrefixData, FlProtectedList, PrefixKey, MAP_COUNTERS,
+    MAP_FAULTS, MAP_PREFIXES, MAP_PROTECTED, PREFIX_IFINDEX_BITS, PROG_EGRESS, PROG_INGRESS,
+    PROG_INGRESS_STEER,
+};
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faults.bpf.o"));
-
-/// Our filters sit first on the hook, so a CNI's filter that ends classification cannot hide
-/// traffic from a fault; non-matching packets continue to later filters (TC_ACT_UNSPEC).
-pub const FILTER_PRIORITY: u16 = 1;
-/// Distinguishes our filter from others at the same priority.
-pub const FILTER_HANDLE: u32 = 0xfa17;
+/// The compiled datapath (ebpf/faults.bpf.c), embedded at build time.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faults.bpf.o"));
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hook {
@@ -46,13 +39,6 @@ impl Hook {
         match self {
             Self::Egress => PROG_EGRESS,
             Self::Ingress => PROG_INGRESS,
-        }
-    }
-
-    fn attach_type(self) -> TcAttachType {
-        match self {
-            Self::Egress => TcAttachType::Egress,
-            Self::Ingress => TcAttachType::Ingress,
         }
     }
 }
@@ -100,12 +86,12 @@ impl Datapath {
             feature: "eBPF tc programs",
             detail: e.to_string(),
         })?;
-        for hook in Hook::ALL {
+        for name in [PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_STEER] {
             let program: &mut SchedClassifier = ebpf
-                .program_mut(hook.program())
-                .ok_or(KernelError::MissingObject(hook.program()))?
+                .program_mut(name)
+                .ok_or(KernelError::MissingObject(name))?
                 .try_into()
-                .map_err(prog_err(hook.program()))?;
+                .map_err(prog_err(name))?;
             program.load().map_err(|e| KernelError::Unsupported {
                 feature: "eBPF tc programs",
                 detail: format!("{e:?}"),
@@ -131,31 +117,46 @@ impl Datapath {
         })
     }
 
-    /// Attaches our filter to `dev`'s `hook`, replacing a filter of ours left by an earlier
-    /// faultd. The clsact qdisc must exist.
-    pub fn attach(&mut self, dev: &str, hook: Hook) -> Result<(), KernelError> {
-        detach(dev, hook)?;
-        let program: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(hook.program())
-            .ok_or(KernelError::MissingObject(hook.program()))?
+    fn program(&self, name: &'static str) -> Result<&SchedClassifier, KernelError> {
+        self.ebpf
+            .program(name)
+            .ok_or(KernelError::MissingObject(name))?
             .try_into()
-            .map_err(prog_err(hook.program()))?;
-        let options = NlOptions {
-            priority: FILTER_PRIORITY,
-            handle: TcHandle::from(FILTER_HANDLE),
-            classid: None,
-        };
-        let link_id = program
-            .attach_with_options(dev, hook.attach_type(), TcAttachOptions::Netlink(options))
-            .map_err(prog_err("attach tc filter"))?;
-        // Dropping a link detaches it in whatever namespace the thread is in then; we detach
-        // explicitly, in the right namespace, instead.
-        let link = program
-            .take_link(link_id)
-            .map_err(prog_err("take tc link"))?;
-        std::mem::forget(link);
-        Ok(())
+            .map_err(prog_err(name))
+    }
+
+    /// Attaches the datapath to `hook` of `ifindex`, replacing a filter of ours left there by
+    /// an earlier faultd. The clsact qdisc must exist.
+    pub fn attach(&self, ifindex: u32, hook: Hook) -> Result<(), KernelError> {
+        let program = self.program(hook.program())?;
+        let fd = program.fd().map_err(prog_err(hook.program()))?;
+        filter::attach(
+            ifindex,
+            hook,
+            &BpfFilter {
+                program: fd.as_fd(),
+                name: hook.program(),
+                priority: DATAPATH_PRIORITY,
+                redirect_to: None,
+            },
+        )
+    }
+
+    /// Attaches the ingress steering filter to `ifindex`: packets the datapath marks for delay
+    /// go to the egress of `ifb`.
+    pub fn attach_steer(&self, ifindex: u32, ifb: u32) -> Result<(), KernelError> {
+        let program = self.program(PROG_INGRESS_STEER)?;
+        let fd = program.fd().map_err(prog_err(PROG_INGRESS_STEER))?;
+        filter::attach(
+            ifindex,
+            Hook::Ingress,
+            &BpfFilter {
+                program: fd.as_fd(),
+                name: PROG_INGRESS_STEER,
+                priority: STEER_PRIORITY,
+                redirect_to: Some(ifb),
+            },
+        )
     }
 
     /// Replaces the pass-list of traffic no fault may touch.
@@ -255,31 +256,12 @@ fn trie_key(key: &PrefixKey) -> Key<FlPrefixData> {
     )
 }
 
-/// Removes our filter from `dev`'s `hook`, if there; other filters are left alone.
-pub fn detach(dev: &str, hook: Hook) -> Result<(), KernelError> {
-    match tc::qdisc_detach_program(dev, hook.attach_type(), hook.program()) {
-        Ok(()) => Ok(()),
-        Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(KernelError::Tc {
-            op: "detach filter",
-            source: e,
-        }),
-    }
+/// Removes the datapath's filter from `hook` of `ifindex`, if there; others stay.
+pub fn detach(ifindex: u32, hook: Hook) -> Result<(), KernelError> {
+    filter::detach(ifindex, hook, DATAPATH_PRIORITY)
 }
 
-/// Adds a clsact qdisc to `dev`; returns false when one was already there.
-pub fn add_clsact(dev: &str) -> Result<bool, KernelError> {
-    match tc::qdisc_add_clsact(dev) {
-        Ok(()) => Ok(true),
-        Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
-        Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(KernelError::DeviceNotFound {
-                dev: dev.to_owned(),
-            })
-        }
-        Err(e) => Err(KernelError::Tc {
-            op: "add clsact",
-            source: e,
-        }),
-    }
+/// Removes the ingress steering filter from `ifindex`, if there.
+pub fn detach_steer(ifindex: u32) -> Result<(), KernelError> {
+    filter::detach(ifindex, Hook::Ingress, STEER_PRIORITY)
 }

@@ -1,17 +1,19 @@
 //! The only code that touches the kernel: eBPF programs and maps (`bpf`, pinned in `pins`),
-//! tc objects over rtnetlink (`tc`, `qdisc`, `link`), and network namespaces (`netns`). Everything above is plain Rust.
+//! tc objects over rtnetlink (`filter`, `qdisc`, `link`), and network namespaces (`netns`).
+//! Everything above is plain Rust.
 
-pub mod abi;
 pub mod bpf;
+pub mod filter;
 pub mod link;
 pub mod netem;
 pub mod netem_dist;
+pub mod netem_groups;
 pub mod netns;
+pub mod nla;
 pub mod pins;
 pub mod probe;
 pub mod qdisc;
 pub mod rtnl;
-pub mod tc;
 
 use std::path::PathBuf;
 
@@ -27,7 +29,7 @@ pub enum KernelError {
     },
     #[error("no network device {dev:?} in the target namespace")]
     DeviceNotFound { dev: String },
-    #[error("this kernel cannot run {feature}: {detail}")]
+    #[error("this kernel lacks {feature}: {detail}")]
     Unsupported {
         feature: &'static str,
         detail: String,

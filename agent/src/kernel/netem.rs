@@ -12,7 +12,10 @@
 
 use std::{sync::OnceLock, time::Duration};
 
-use super::netem_dist;
+use super::{
+    netem_dist,
+    nla::{put as attr, words, NLA_F_NESTED},
+};
 use crate::fault::{
     netem::{Chance, Netem, NetemLoss},
     values::Percent,
@@ -31,8 +34,6 @@ const TCA_NETEM_JITTER64: u16 = 11;
 // Inside TCA_NETEM_LOSS.
 const NETEM_LOSS_GI: u16 = 1;
 const NETEM_LOSS_GE: u16 = 2;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_HDRLEN: usize = 4;
 
 /// The kernel's packet-scheduler clock as /proc/net/psched reports it; converts times to the
 /// ticks of `tc_netem_qopt.latency` / `.jitter`.
@@ -226,22 +227,6 @@ fn nanos(d: Duration) -> i64 {
 
 fn chance_words(chance: Chance) -> Vec<u8> {
     words(&[scaled(chance.percent), scaled(chance.correlation)])
-}
-
-fn words(values: &[u32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_ne_bytes()).collect()
-}
-
-/// Appends one netlink attribute: nla_len counts header and payload but not the zero padding
-/// that 4-byte-aligns the next attribute (NLA_ALIGN).
-fn attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    let len = NLA_HDRLEN + payload.len();
-    // Payloads here are at most the 8 KiB delay table, far below u16::MAX.
-    debug_assert!(len <= usize::from(u16::MAX));
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out.resize(out.len() + (len.next_multiple_of(4) - len), 0);
 }
 
 /// Expected bytes are `strace -e write=3` captures of `tc qdisc add dev lo root netem ARGS`

@@ -14,6 +14,7 @@ use netlink_packet_route::{
 use serde::{Deserialize, Serialize};
 
 use super::{
+    nla::{attribute, words, NLA_F_NESTED, TCA_OPTIONS, TCA_STAB},
     rtnl::{self, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE},
     KernelError,
 };
@@ -24,8 +25,6 @@ const LEAF_MAJOR_BASE: u16 = 0xe000;
 /// Class minors available for delay faults on one device.
 pub const MAX_CLASSES: u16 = 0x0fff;
 
-const TCA_OPTIONS: u16 = 2;
-const TCA_STAB: u16 = 8;
 const TCA_HTB_PARMS: u16 = 1;
 const TCA_HTB_INIT: u16 = 2;
 const TCA_HTB_DIRECT_QLEN: u16 = 5;
@@ -60,25 +59,11 @@ impl RootQdisc {
     }
 }
 
-fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
-    let len = 4 + payload.len();
-    let mut out = Vec::with_capacity((len + 3) & !3);
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out.resize((len + 3) & !3, 0);
-    out
-}
-
-fn words(values: &[u32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_ne_bytes()).collect()
-}
-
 /// `struct tc_htb_glob`: version 3, rate2quantum 10, no default class (unclassified traffic
 /// goes to the direct queue).
 fn htb_init() -> Vec<u8> {
-    let mut options = nla(TCA_HTB_INIT, &words(&[3, 10, 0, 0, 0]));
-    options.extend(nla(TCA_HTB_DIRECT_QLEN, &DIRECT_QLEN.to_ne_bytes()));
+    let mut options = attribute(TCA_HTB_INIT, &words(&[3, 10, 0, 0, 0]));
+    options.extend(attribute(TCA_HTB_DIRECT_QLEN, &DIRECT_QLEN.to_ne_bytes()));
     options
 }
 
@@ -95,9 +80,15 @@ fn htb_class() -> Vec<u8> {
     let mut parms = ratespec(UNLIMITED_BYTES_PER_SEC);
     parms.extend(ratespec(UNLIMITED_BYTES_PER_SEC));
     parms.extend(words(&[buffer_ticks, buffer_ticks, 60_000, 0, 0]));
-    let mut options = nla(TCA_HTB_PARMS, &parms);
-    options.extend(nla(TCA_HTB_RATE64, &UNLIMITED_BYTES_PER_SEC.to_ne_bytes()));
-    options.extend(nla(TCA_HTB_CEIL64, &UNLIMITED_BYTES_PER_SEC.to_ne_bytes()));
+    let mut options = attribute(TCA_HTB_PARMS, &parms);
+    options.extend(attribute(
+        TCA_HTB_RATE64,
+        &UNLIMITED_BYTES_PER_SEC.to_ne_bytes(),
+    ));
+    options.extend(attribute(
+        TCA_HTB_CEIL64,
+        &UNLIMITED_BYTES_PER_SEC.to_ne_bytes(),
+    ));
     options
 }
 
@@ -129,6 +120,21 @@ fn class_message(ifindex: u32, minor: u16, options: Option<Vec<u8>>) -> TcMessag
 
 /// The device's root qdisc now.
 pub fn root_qdisc(ifindex: u32) -> Result<Option<RootQdisc>, KernelError> {
+    qdisc_under(ifindex, ROOT)
+}
+
+/// The TCA_OPTIONS payload of the qdisc under `parent` on `ifindex` (e.g. a class's leaf), as
+/// the kernel reports it.
+pub fn leaf_options(ifindex: u32, parent: u32) -> Result<Option<Vec<u8>>, KernelError> {
+    Ok(qdisc_under(ifindex, parent)?.and_then(|q| {
+        q.attributes
+            .into_iter()
+            .find_map(|(kind, value)| (kind == TCA_OPTIONS).then_some(value))
+    }))
+}
+
+/// The qdisc whose parent is `parent` on `ifindex`, with its options and size table.
+fn qdisc_under(ifindex: u32, parent: u32) -> Result<Option<RootQdisc>, KernelError> {
     rtnl::run("dump qdiscs", |mut handle| async move {
         let all = rtnl::dump(
             &mut handle,
@@ -137,7 +143,7 @@ pub fn root_qdisc(ifindex: u32) -> Result<Option<RootQdisc>, KernelError> {
         .await?;
         Ok(all.into_iter().find_map(|m| match m {
             RouteNetlinkMessage::NewQueueDiscipline(q)
-                if q.header.index == ifindex as i32 && u32::from(q.header.parent) == ROOT =>
+                if q.header.index == ifindex as i32 && u32::from(q.header.parent) == parent =>
             {
                 let kind = q.attributes.iter().find_map(|a| match a {
                     TcAttribute::Kind(k) => Some(k.clone()),
@@ -181,8 +187,6 @@ fn raw_attribute(attribute: &TcAttribute) -> (u16, Vec<u8>) {
     attribute.emit_value(&mut value);
     (attribute.kind() & !NLA_F_NESTED, value)
 }
-
-const NLA_F_NESTED: u16 = 0x8000;
 
 /// Replaces the root qdisc with our htb.
 pub fn install_root(ifindex: u32) -> Result<(), KernelError> {

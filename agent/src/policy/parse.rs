@@ -13,11 +13,11 @@ use super::{
     AccessRules, Policy, PolicyError, ProtectedTarget,
 };
 use crate::{
+    abi::MAX_PROTECTED,
     fault::{
         spec::PortWire,
         values::{format_duration, parse_duration, Percent, Proto, ValueError},
     },
-    kernel::abi::MAX_PROTECTED,
 };
 
 #[derive(Deserialize, Default)]

@@ -4,8 +4,8 @@ use std::time::UNIX_EPOCH;
 
 use super::*;
 use crate::{
+    abi::MAX_PROTECTED,
     fault::spec::{DurationLimits, FaultWire},
-    kernel::abi::MAX_PROTECTED,
 };
 
 const FULL: &str = r#"

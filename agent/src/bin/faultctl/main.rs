@@ -232,7 +232,15 @@ fn execute(cli: &Cli, client: &mut Client) -> Result<u8, ClientError> {
                     result["protocol"]
                 );
                 println!("kernel        {}", result["kernel"].as_str().unwrap_or("?"));
-                println!("features      {}", result["features"]);
+                println!("capabilities  (what this kernel showed it can do, at faultd's start)");
+                if let Some(found) = result["capabilities"].as_object() {
+                    for (name, found) in found {
+                        match found["missing"].as_str() {
+                            None => println!("  {name:<31} yes"),
+                            Some(missing) => println!("  {name:<31} no: {missing}"),
+                        }
+                    }
+                }
                 println!("limits        {}", result["limits"]);
                 println!("active faults {}", result["active_faults"]);
                 print_policy(&result["policy"]);

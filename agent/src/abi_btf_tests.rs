@@ -82,7 +82,7 @@ fn rust_mirrors_match_the_compiled_btf() {
         "kind" => kind, "loss_threshold" => loss_threshold, "burst_enter" => burst_enter,
         "burst_exit" => burst_exit, "burst_loss_bad" => burst_loss_bad,
         "burst_loss_good" => burst_loss_good, "class_id" => class_id,
-        "ifb_ifindex" => ifb_ifindex,
+        "pad" => pad,
     });
     assert_layout!(btf, "fl_fault", FlFault, {
         "deadline_ns" => deadline_ns, "match" => match_, "action" => action,
@@ -120,7 +120,7 @@ fn rust_mirrors_match_the_compiled_btf() {
 
 #[test]
 fn rust_constants_match_the_header() {
-    const HEADER: &str = include_str!("../../../ebpf/include/faultline.h");
+    const HEADER: &str = include_str!("../../ebpf/include/faultline.h");
     let define = |name: &str| -> u64 {
         HEADER
             .lines()

@@ -1,4 +1,6 @@
-//! Rust mirrors of `ebpf/include/faultline.h`, the one definition of the datapath's map layouts.
+//! Rust mirrors of `ebpf/include/faultline.h`, the one definition of the datapath's map layouts,
+//! and the trie key as the model works with it. A leaf: it imports nothing of this crate, and
+//! both the fault model (`fault`) and the kernel plane (`kernel`) build on it.
 //!
 //! A unit test reads the BTF of the compiled object and checks every struct's size and every
 //! field's offset against these types, so the two cannot drift apart silently.
@@ -30,6 +32,7 @@ pub const MAP_PREFIXES: &str = "fl_prefixes";
 pub const MAP_PROTECTED: &str = "fl_protected";
 pub const PROG_EGRESS: &str = "fl_egress";
 pub const PROG_INGRESS: &str = "fl_ingress";
+pub const PROG_INGRESS_STEER: &str = "fl_ingress_steer";
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,7 +74,7 @@ pub struct FlAction {
     pub burst_loss_bad: u32,
     pub burst_loss_good: u32,
     pub class_id: u32,
-    pub ifb_ifindex: u32,
+    pub pad: u32,
 }
 
 #[repr(C)]
@@ -135,6 +138,60 @@ unsafe impl Pod for FlPrefixData {}
 unsafe impl Pod for FlCandidates {}
 // SAFETY: as above.
 unsafe impl Pod for FlProtectedList {}
+
+/// A remote-address prefix on one device: a key of the `fl_prefixes` trie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PrefixKey {
+    pub ifindex: u32,
+    pub addr: [u8; 16],
+    /// Address bits, 0..=128 (the trie's prefix_len adds the 32 ifindex bits).
+    pub len: u32,
+}
+
+pub fn mask(len: u32) -> u128 {
+    u128::MAX.checked_shl(128 - len).unwrap_or(0)
+}
+
+impl PrefixKey {
+    /// The key for the first `len` bits of `addr` (host bits cleared, as the trie sees it).
+    pub fn new(ifindex: u32, addr: [u8; 16], len: u32) -> PrefixKey {
+        PrefixKey {
+            ifindex,
+            addr: (u128::from_be_bytes(addr) & mask(len)).to_be_bytes(),
+            len,
+        }
+    }
+
+    pub fn contains(&self, other: &PrefixKey) -> bool {
+        if self.ifindex != other.ifindex || other.len < self.len {
+            return false;
+        }
+        let mask = mask(self.len);
+        u128::from_be_bytes(self.addr) & mask == u128::from_be_bytes(other.addr) & mask
+    }
+
+    /// Every key this one contains lies in this range of the key order (ifindex, addr, len).
+    pub fn subtree(&self) -> std::ops::RangeInclusive<PrefixKey> {
+        let low = u128::from_be_bytes(self.addr) & mask(self.len);
+        let high = low | !mask(self.len);
+        PrefixKey::new(self.ifindex, low.to_be_bytes(), 0)..=PrefixKey {
+            ifindex: self.ifindex,
+            addr: high.to_be_bytes(),
+            len: 128,
+        }
+    }
+}
+
+impl std::fmt::Display for PrefixKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v6 = std::net::Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) if self.len >= 96 => write!(f, "{v4}/{}", self.len - 96),
+            _ if self.len == 0 => write!(f, "any address"),
+            _ => write!(f, "{v6}/{}", self.len),
+        }
+    }
+}
 
 #[cfg(test)]
 #[path = "abi_btf_tests.rs"]
