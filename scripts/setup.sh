@@ -14,7 +14,7 @@ esac
 
 export DEBIAN_FRONTEND=noninteractive
 packages=(clang llvm libbpf-dev)
-[ -n "$build_only" ] || packages+=(iproute2 iputils-ping socat iperf3 jq procps)
+[ -n "$build_only" ] || packages+=(iproute2 iputils-ping socat iperf3 jq procps bpftool python3-venv)
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -55,11 +55,27 @@ else
     log "rustup not found; skipping rustfmt/clippy component check"
 fi
 
-# The DaemonSet's schema check (tests/tests/packaging.rs): Kubernetes' schemas, offline.
-if ! python3 -m pip show kubernetes-validate >/dev/null 2>&1; then
-    log "installing kubernetes-validate (PyPI)"
-    as_root python3 -m pip install --quiet --root-user-action=ignore kubernetes-validate ||
-        die "pip install kubernetes-validate failed"
+# Python tooling for the tests (scripts/requirements.txt), in a virtual environment of its own:
+# Debian's system pip refuses installs (PEP 668). The tests find it at the same path.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${FAULTLINE_VENV:-$root/target/venv}
+if [ ! -x "$venv/bin/python" ]; then
+    log "creating a Python virtual environment in $venv"
+    python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+fi
+# What is pinned and not installed at that version (pip freeze writes names as pinned here).
+installed=$("$venv/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null)
+wanted=()
+while read -r requirement; do
+    case $requirement in "" | "#"*) continue ;; esac
+    grep -qixF -- "$requirement" <<<"$installed" || wanted+=("$requirement")
+done <"$root/scripts/requirements.txt"
+if [ "${#wanted[@]}" -gt 0 ]; then
+    log "installing Python packages (PyPI): ${wanted[*]}"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${wanted[@]}" ||
+        die "pip install failed"
+else
+    log "Python packages: all present"
 fi
 
 log "setup done"

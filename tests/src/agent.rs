@@ -44,6 +44,40 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// A copy of workspace binary `name` that any uid can run: the build's own may lie under a
+/// directory other users cannot enter (a checkout in /root, mode 0700). Removed on drop.
+pub struct SharedBin {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl SharedBin {
+    pub fn new(name: &str) -> SharedBin {
+        use std::os::unix::fs::PermissionsExt;
+        let n = NEXT_AGENT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("faultline-bin-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let path = dir.join(name);
+        fs::copy(bin_path(name), &path).unwrap_or_else(|e| panic!("copy {name}: {e}"));
+        for (p, mode) in [(&dir, 0o755), (&path, 0o755)] {
+            fs::set_permissions(p, fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
+        }
+        SharedBin { dir, path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SharedBin {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
 pub struct Agent {
     child: Child,
     /// Set once the process has been reaped, so Drop leaves it alone.

@@ -85,7 +85,7 @@ pub fn pins_left(pin_root: &std::path::Path) -> Vec<String> {
 /// whose deadline has not passed, over every namespace.
 pub fn live_faults_in_kernel(pin_root: &std::path::Path) -> usize {
     use aya::maps::{Array, Map, MapData};
-    use faultline::kernel::{abi::FlFault, monotonic_ns};
+    use faultline::{abi::FlFault, kernel::monotonic_ns};
     let now = monotonic_ns();
     let Ok(entries) = std::fs::read_dir(pin_root) else {
         return 0;

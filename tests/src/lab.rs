@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
 
+/// Each lab is its own link, so every lab's ends can have the same addresses.
+const MAC_A: &str = "02:fa:17:00:00:0a";
+const MAC_B: &str = "02:fa:17:00:00:0b";
+
 /// Linux interface names are limited to IFNAMSIZ - 1 bytes.
 const IFNAME_MAX: usize = 15;
 const OPER_UP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,15 +111,34 @@ impl Lab {
         // a move keeps the index (older kernels refuse explicit `index` here).
         let (a, b) = (&lab.a, &lab.b);
         ip(&[
-            "-n", &a.netns, "link", "add", &a.dev, "type", "veth", "peer", "name", &b.dev,
+            "-n", &a.netns, "link", "add", &a.dev, "address", MAC_A, "type", "veth", "peer",
+            "name", &b.dev, "address", MAC_B,
         ]);
         ip(&["-n", &a.netns, "link", "set", &b.dev, "netns", &b.netns]);
-        for p in [a, b] {
+        for (p, other, other_mac) in [(a, b, MAC_B), (b, a, MAC_A)] {
             let (v4, v6) = (format!("{}/24", p.v4), format!("{}/64", p.v6));
             ip(&["-n", &p.netns, "link", "set", "lo", "up"]);
             ip(&["-n", &p.netns, "addr", "add", &v4, "dev", &p.dev]);
             ip(&["-n", &p.netns, "addr", "add", &v6, "dev", &p.dev, "nodad"]);
             ip(&["-n", &p.netns, "link", "set", &p.dev, "up"]);
+            // The lab's traffic never waits on ARP or neighbour discovery: a resolution lost
+            // in the moment a device's qdiscs change (the kernel drops the device's packets
+            // while it swaps them) would hold a flow's first packets back for a second.
+            for addr in [other.v4.to_string(), other.v6.to_string()] {
+                ip(&[
+                    "-n",
+                    &p.netns,
+                    "neigh",
+                    "replace",
+                    &addr,
+                    "lladdr",
+                    other_mac,
+                    "dev",
+                    &p.dev,
+                    "nud",
+                    "permanent",
+                ]);
+            }
         }
         for p in [a, b] {
             p.wait_oper_up();

@@ -5,6 +5,8 @@
 pub mod agent;
 pub mod kernel;
 pub mod lab;
+pub mod pace;
+pub mod python;
 pub mod traffic;
 
 pub use agent::{Agent, Conn};

@@ -303,3 +303,70 @@ fn several_faults_on_one_device_and_revoking_one_leaves_the_others() {
         "nothing left after the last revoke"
     );
 }
+
+/// The verifier's work on each program, on this kernel: printed for the record (the VM stage
+/// runs this on every kernel of the matrix) and held well under the kernel's limit, so that a
+/// kernel whose verifier explores more states still accepts the datapath.
+#[test]
+fn the_verifier_accepts_every_program_with_headroom() {
+    faultline_tests::lab::require_root();
+    const LIMIT: u64 = 1_000_000;
+    const HEADROOM: u64 = 10;
+    let dir = std::env::temp_dir().join(format!("faultline-verifier-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let object = dir.join("faults.bpf.o");
+    std::fs::write(&object, faultline::kernel::bpf::OBJECT).expect("write the object");
+    let pins = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/faultline-test-verifier-{}",
+        std::process::id()
+    ));
+    faultline::kernel::pins::ensure_bpffs(&pins).expect("bpffs");
+    // bpftool's debug output carries the verifier's statistics of every program it loads.
+    let out = std::process::Command::new("bpftool")
+        .arg("-d")
+        .args(["prog", "loadall"])
+        .arg(&object)
+        .arg(&pins)
+        .args(["type", "classifier"])
+        .output()
+        .expect("spawn bpftool (scripts/setup.sh installs it)");
+    let _ = std::fs::remove_dir_all(&pins);
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bpftool prog loadall failed:\n{log}");
+    let mut program = None;
+    let mut counts = Vec::new();
+    for line in log.lines() {
+        if let Some(rest) = line.strip_prefix("libbpf: prog '") {
+            program = rest.split('\'').next().map(str::to_owned);
+        }
+        if let Some(rest) = line.strip_prefix("processed ") {
+            let insns: u64 = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("a count");
+            counts.push((program.clone().unwrap_or_default(), insns));
+        }
+    }
+    let release = nix::sys::utsname::uname().expect("uname");
+    for (name, insns) in &counts {
+        println!(
+            "FAULTLINE-MEASURE: verifier on {}: {name} {insns} instructions processed (limit {LIMIT})",
+            release.release().to_string_lossy()
+        );
+    }
+    let names: Vec<&str> = counts.iter().map(|(n, _)| n.as_str()).collect();
+    for program in ["fl_egress", "fl_ingress", "fl_ingress_steer"] {
+        assert!(
+            names.contains(&program),
+            "no statistics for {program}:\n{log}"
+        );
+    }
+    for (name, insns) in &counts {
+        assert!(
+            insns * HEADROOM <= LIMIT,
+            "{name}: {insns} instructions processed, less than {HEADROOM}x under the limit"
+        );
+    }
+}

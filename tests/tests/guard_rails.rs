@@ -18,9 +18,10 @@ use std::{
 };
 
 use faultline_tests::{
-    agent::{bin_path, Agent},
+    agent::{bin_path, Agent, SharedBin},
     kernel::leftovers,
     lab::{Lab, Side},
+    pace,
     traffic::{tcp_connects, udp_burst},
 };
 use nix::{
@@ -306,9 +307,10 @@ fn protected_targets_pass_a_partition_of_everything() {
     assert_clean(&lab);
 }
 
-/// Runs faultctl against `agent` as `uid` (its gid the same, no supplementary groups).
-fn faultctl_as(agent: &Agent, uid: u32, args: &[&str]) -> Output {
-    Command::new(bin_path("faultctl"))
+/// Runs faultctl (a copy other uids can reach) against `agent` as `uid` (its gid the same, no
+/// supplementary groups).
+fn faultctl_as(faultctl: &SharedBin, agent: &Agent, uid: u32, args: &[&str]) -> Output {
+    Command::new(faultctl.path())
         .arg("--socket")
         .arg(agent.socket_path())
         .args(args)
@@ -327,6 +329,7 @@ fn access_follows_the_peer_uid() {
     let lab = Lab::new();
     let text = format!("[access]\nuids = [0]\nread_only_uids = [{READER}]\n");
     let (_policy, agent) = start_with_policy("access", &text);
+    let faultctl = SharedBin::new("faultctl");
     // faultd makes its socket 0660 root:root; let every uid reach it, so that [access] decides.
     fs::set_permissions(agent.socket_path(), fs::Permissions::from_mode(0o666))
         .expect("chmod the socket");
@@ -341,23 +344,23 @@ fn access_follows_the_peer_uid() {
         "30s",
     ];
 
-    let out = faultctl_as(&agent, READER, &["--json", "ls"]);
+    let out = faultctl_as(&faultctl, &agent, READER, &["--json", "ls"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(json_of(&out)["faults"], json!([]));
-    let out = faultctl_as(&agent, READER, &["--json", "status"]);
+    let out = faultctl_as(&faultctl, &agent, READER, &["--json", "status"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         json_of(&out)["policy"]["access"]["read_only_uids"],
         json!([READER])
     );
 
-    let out = faultctl_as(&agent, READER, &partition);
+    let out = faultctl_as(&faultctl, &agent, READER, &partition);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert_forbidden(&json_of(&out)["error"], "op");
     assert!(list_ids(&agent).is_empty());
     assert_clean(&lab);
 
-    let out = faultctl_as(&agent, STRANGER, &["--json", "ls"]);
+    let out = faultctl_as(&faultctl, &agent, STRANGER, &["--json", "ls"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let error = &json_of(&out)["error"];
     assert_forbidden(error, "op");
@@ -372,14 +375,14 @@ fn access_follows_the_peer_uid() {
     let out = agent.faultctl(&partition);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let id = id_of(&json_of(&out));
-    let out = faultctl_as(&agent, READER, &["--json", "show", &id]);
+    let out = faultctl_as(&faultctl, &agent, READER, &["--json", "show", &id]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     for denied in [
         vec!["--json", "rm", &id],
         vec!["--json", "clear"],
         vec!["--json", "renew", &id, "1m"],
     ] {
-        let out = faultctl_as(&agent, READER, &denied);
+        let out = faultctl_as(&faultctl, &agent, READER, &denied);
         assert_eq!(out.status.code(), Some(3), "{denied:?}: {out:?}");
         assert_forbidden(&json_of(&out)["error"], "op");
     }
@@ -410,20 +413,39 @@ fn leased_faultctl(agent: &Agent, args: &[&str]) -> Child {
         .expect("spawn faultctl")
 }
 
-/// The one active fault, once it is there.
-fn wait_for_fault(agent: &Agent) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// The one active fault `held` applied, once it is there; what faultctl printed if it never is.
+fn wait_for_fault(agent: &Agent, held: &mut Child) -> Value {
+    let limit = pace::scaled(Duration::from_secs(10));
+    let deadline = Instant::now() + limit;
     loop {
         let reply = agent.request(json!({"id": 1, "op": "list"}));
         if let Some(fault) = reply["result"]["faults"].get(0) {
             return fault.clone();
         }
-        assert!(Instant::now() < deadline, "no fault appeared: {reply}");
+        if Instant::now() > deadline || held.try_wait().is_ok_and(|s| s.is_some()) {
+            let _ = held.kill();
+            let (out, err) = outputs(held);
+            panic!("no fault appeared within {limit:?}: {reply}\nfaultctl's stdout:\n{out}\nfaultctl's stderr:\n{err}");
+        }
         thread::sleep(Duration::from_millis(20));
     }
 }
 
+/// What `child` wrote to its piped stdout and stderr, once it has ended.
+fn outputs(child: &mut Child) -> (String, String) {
+    let _ = child.wait();
+    let (mut out, mut err) = (String::new(), String::new());
+    if let Some(stdout) = child.stdout.as_mut() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    if let Some(stderr) = child.stderr.as_mut() {
+        let _ = stderr.read_to_string(&mut err);
+    }
+    (out, err)
+}
+
 fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, String) {
+    let limit = pace::scaled(limit);
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().expect("poll faultctl") {
@@ -431,8 +453,8 @@ fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, String) {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let _ = child.wait();
-            panic!("faultctl still running after {limit:?}");
+            let (out, err) = outputs(child);
+            panic!("faultctl still running after {limit:?}:\n{out}\n{err}");
         }
         thread::sleep(Duration::from_millis(10));
     };
@@ -444,7 +466,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, String) {
 }
 
 fn wait_no_fault(agent: &Agent, limit: Duration) {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + pace::scaled(limit);
     while !list_ids(agent).is_empty() {
         assert!(
             Instant::now() < deadline,
@@ -480,7 +502,7 @@ fn a_leased_fault_lives_only_while_faultctl_runs() {
 
     // SIGINT: faultctl revokes the fault itself and exits 0.
     let mut held = leased_faultctl(&agent, &partition);
-    let fault = wait_for_fault(&agent);
+    let fault = wait_for_fault(&agent, &mut held);
     assert_eq!(fault["lease"], "connection", "{fault}");
     let udp = udp_burst(&lab, Side::A, b4, 7300, 0, 100, PACE);
     assert_eq!(
@@ -498,7 +520,7 @@ fn a_leased_fault_lives_only_while_faultctl_runs() {
     let mut json_args = vec!["--json"];
     json_args.extend(partition);
     let mut held = leased_faultctl(&agent, &json_args);
-    let fault = wait_for_fault(&agent);
+    let fault = wait_for_fault(&agent, &mut held);
     signal(&held, Signal::SIGTERM);
     let (code, out) = wait_exit(&mut held, Duration::from_secs(5));
     assert_eq!(code, Some(0), "{out}");
@@ -513,7 +535,7 @@ fn a_leased_fault_lives_only_while_faultctl_runs() {
 
     // SIGKILL: faultctl can do nothing; faultd revokes the fault as the connection closes.
     let mut held = leased_faultctl(&agent, &partition);
-    wait_for_fault(&agent);
+    wait_for_fault(&agent, &mut held);
     signal(&held, Signal::SIGKILL);
     let _ = held.wait();
     wait_no_fault(&agent, Duration::from_secs(2));
@@ -525,7 +547,7 @@ fn a_leased_fault_lives_only_while_faultctl_runs() {
     let mut short = partition.to_vec();
     *short.last_mut().expect("duration") = "1s";
     let mut held = leased_faultctl(&agent, &short);
-    let fault = wait_for_fault(&agent);
+    let fault = wait_for_fault(&agent, &mut held);
     let (code, out) = wait_exit(&mut held, Duration::from_secs(5));
     assert_eq!(code, Some(0), "{out}");
     assert!(

@@ -20,6 +20,7 @@ use faultline_tests::{
     agent::{Agent, Conn},
     kernel::live_faults_in_kernel,
     lab::Lab,
+    pace,
 };
 use serde_json::{json, Value};
 use support::list_ids;
@@ -120,12 +121,8 @@ fn fifty_clients_of_two_hundred_mixed_ops_leave_the_table_equal_to_the_kernel() 
         p99.as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
-    // 2 CPUs shared by 50 clients and faultd; under TCG everything runs ~15x slower.
-    let bound = if std::env::var_os("FAULTLINE_EMULATED_CPU").is_some() {
-        Duration::from_millis(1500)
-    } else {
-        Duration::from_millis(250)
-    };
+    // 2 CPUs shared by 50 clients and faultd.
+    let bound = pace::scaled(Duration::from_millis(250));
     assert!(p99 < bound, "hello p99 {p99:?} under load");
     let reply = agent.request(json!({"id": 1, "op": "clear"}));
     assert_eq!(reply["ok"], true);
@@ -145,7 +142,7 @@ fn slow_readers_half_closes_and_vanishing_clients_do_not_hurt_anyone_else() {
     let flood = "{\"op\":\"list\"}\n".repeat(20_000);
     let _ = slow.write_all(flood.as_bytes());
     for _ in 0..20 {
-        assert!(hello_latency(&agent) < Duration::from_millis(500));
+        assert!(hello_latency(&agent) < pace::scaled(Duration::from_millis(500)));
     }
 
     // Half-closed: the request is answered, then the connection ends cleanly.
@@ -168,7 +165,7 @@ fn slow_readers_half_closes_and_vanishing_clients_do_not_hurt_anyone_else() {
     let start = Instant::now();
     while list_ids(&agent).is_empty() {
         assert!(
-            start.elapsed() < Duration::from_secs(2),
+            start.elapsed() < pace::scaled(Duration::from_secs(2)),
             "the apply was lost"
         );
         thread::sleep(Duration::from_millis(5));
@@ -184,7 +181,7 @@ fn slow_readers_half_closes_and_vanishing_clients_do_not_hurt_anyone_else() {
     thread::sleep(Duration::from_millis(50));
     assert_eq!(list_ids(&agent).len(), 1);
     drop(slow);
-    assert!(hello_latency(&agent) < Duration::from_millis(500));
+    assert!(hello_latency(&agent) < pace::scaled(Duration::from_millis(500)));
 }
 
 #[test]
@@ -192,7 +189,7 @@ fn a_flood_of_connections_is_capped_and_answered_busy() {
     let agent = Agent::start_with(&["--max-connections", "64"]);
     // Below the cap: every connection is served, and a newcomer too.
     let held: Vec<Conn> = (0..60).map(|_| agent.connect()).collect();
-    assert!(hello_latency(&agent) < Duration::from_millis(500));
+    assert!(hello_latency(&agent) < pace::scaled(Duration::from_millis(500)));
     // Past the cap: the extra connections are told why and closed; faultd stays up.
     let extra: Vec<UnixStream> = (0..40)
         .map(|_| UnixStream::connect(agent.socket_path()).expect("the socket accepts"))
@@ -218,7 +215,7 @@ fn a_flood_of_connections_is_capped_and_answered_busy() {
     let start = Instant::now();
     while agent.try_request(json!({"id": 1, "op": "hello"})).is_none() {
         assert!(
-            start.elapsed() < Duration::from_secs(2),
+            start.elapsed() < pace::scaled(Duration::from_secs(2)),
             "never served again"
         );
         thread::sleep(Duration::from_millis(10));

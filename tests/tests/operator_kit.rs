@@ -17,6 +17,7 @@ use faultline_tests::{
     agent::{bin_path, Agent},
     kernel::tc_snapshot,
     lab::{Lab, Side},
+    pace,
     traffic::udp_burst,
 };
 use nix::{
@@ -123,7 +124,7 @@ fn run_reverts_on_sigint_and_the_command_gets_the_signal() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("faultctl");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + pace::scaled(Duration::from_secs(10));
     while list_ids(&agent).is_empty() {
         assert!(Instant::now() < deadline, "the fault never appeared");
         thread::sleep(Duration::from_millis(20));
@@ -132,7 +133,7 @@ fn run_reverts_on_sigint_and_the_command_gets_the_signal() {
     let started = Instant::now();
     let out = child.wait_with_output().expect("faultctl");
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < pace::scaled(Duration::from_secs(5)),
         "run did not end"
     );
     // sleep ended by the forwarded SIGINT: 128 + 2.

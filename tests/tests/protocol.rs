@@ -29,6 +29,31 @@ fn hello_reports_version_features_and_limits() {
     assert_eq!(result["agent"], "faultd");
     assert_eq!(result["features"]["ebpf_tc"], true);
     assert_eq!(result["limits"]["max_line_bytes"], 65536);
+    // Every capability the probes try, each found or missing with a reason.
+    let capabilities = result["capabilities"].as_object().expect("capabilities");
+    assert_eq!(capabilities["ebpf_faults"], json!({"available": true}));
+    for name in [
+        "egress_delay",
+        "ingress_delay",
+        "netem_delay",
+        "netem_loss",
+        "netem_loss_models",
+        "netem_duplicate",
+        "netem_corrupt",
+        "netem_reorder",
+        "netem_rate",
+        "netem_duplicate_beside_others",
+    ] {
+        let found = &capabilities[name];
+        assert!(
+            found["available"] == true || found["missing"].as_str().is_some_and(|m| !m.is_empty()),
+            "{name}: {found}"
+        );
+    }
+    assert_eq!(
+        result["features"]["netem"],
+        capabilities["egress_delay"]["available"]
+    );
 }
 
 #[test]

@@ -2,7 +2,13 @@
 
 #![allow(dead_code, reason = "each suite uses a different subset")]
 
-use faultline_tests::agent::Agent;
+use std::{net::IpAddr, time::Duration};
+
+use faultline_tests::{
+    agent::Agent,
+    lab::{Lab, Side},
+    traffic::udp_burst,
+};
 use serde_json::{json, Value};
 
 /// Applies `fault`; panics with faultd's answer if refused. Returns the fault's view.
@@ -51,4 +57,22 @@ pub fn binomial_999(n: u64, p: f64) -> (f64, f64) {
     let mean = n as f64 * p;
     let sd = (n as f64 * p * (1.0 - p)).sqrt();
     (mean - 3.29 * sd, mean + 3.29 * sd)
+}
+
+/// Whether a partition of UDP from a to b's `port` is over: of 50 datagrams a millisecond
+/// apart, more than half arrive (a partition passes none). Not all: when the last fault on a
+/// device ends, its clsact qdisc goes, and the kernel drops the device's packets for the
+/// moment that takes (`qdisc_graft` deactivates the device), which may fall in the burst.
+pub fn partition_over(lab: &Lab, port: u16) -> bool {
+    let to = IpAddr::V4(lab.b.v4);
+    let report = udp_burst(
+        lab,
+        Side::A,
+        to,
+        port,
+        0,
+        50,
+        Some(Duration::from_millis(1)),
+    );
+    report.received > 25
 }
