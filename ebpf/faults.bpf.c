@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * faultline datapath: drops the packets of active faults at the tc clsact hooks.
+ * faultline datapath: drops the packets of active faults at the tc clsact hooks, and steers
+ * those of delay faults into their netem classes. One load serves every device in every
+ * namespace: each filter's classid tells the program which device's faults apply.
  *
  * Attached with legacy cls_bpf in direct-action mode (not TCX): TCX maps TC_ACT_STOLEN to
  * "next", and STOLEN is the only verdict that drops at egress without telling the sending
@@ -344,7 +346,8 @@ __attribute__((noinline)) int fl_apply_fault(__u32 slot, __u32 dir, __u64 now)
 
 static __always_inline int fl_handle(struct __sk_buff *skb, int dir)
 {
-	struct fl_prefix_key key = {.prefix_len = 32 + 128, .ifindex = skb->ifindex};
+	/* cls_bpf sets tc_classid to the filter's classid before running the program. */
+	struct fl_prefix_key key = {.prefix_len = 32 + 128, .attachment = skb->tc_classid};
 	struct fl_candidates *candidates;
 	struct fl_packet *pkt;
 	__u32 zero = 0;

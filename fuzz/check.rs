@@ -251,7 +251,7 @@ fn compile(spec: &FaultSpec) {
     assert!(!keys.is_empty(), "a fault with no trie key");
     assert!(keys.len() <= t.dst.len().max(1));
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys sorted, unique");
-    assert!(keys.iter().all(|k| k.ifindex == 7 && k.len <= 128));
+    assert!(keys.iter().all(|k| k.attachment == 7 && k.len <= 128));
     let mut index = PrefixIndex::default();
     let added = index.insert(1, &keys).expect("one fault always fits");
     assert_eq!(added.set.len(), keys.len());

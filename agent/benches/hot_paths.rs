@@ -154,7 +154,7 @@ fn populated_index(faults: u32) -> PrefixIndex {
         addr[11] = 0xff;
         addr[12..].copy_from_slice(&(0x6440_0000 + slot).to_be_bytes());
         let key = PrefixKey {
-            ifindex: 7,
+            attachment: 7,
             addr,
             len: 128,
         };

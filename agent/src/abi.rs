@@ -7,7 +7,10 @@
 
 use aya::Pod;
 
-pub const MAX_FAULTS: u32 = 16384;
+/// Fault slots when faultd is not told otherwise (`--max-faults` sizes the maps at load).
+pub const DEFAULT_FAULT_SLOTS: u32 = 1024;
+/// Entries of the remote-address trie, for the whole agent.
+pub const MAX_PREFIXES: u32 = 16384;
 pub const MAX_CANDIDATES: usize = 32;
 pub const MAX_LOCAL_CIDRS: usize = 8;
 pub const MAX_PORT_RANGES: usize = 8;
@@ -23,13 +26,14 @@ pub const ACTION_LOSS: u32 = 2;
 pub const ACTION_BURST_LOSS: u32 = 3;
 pub const ACTION_DELAY: u32 = 4;
 
-/// Bits of the trie key taken by the ifindex before the address starts.
-pub const PREFIX_IFINDEX_BITS: u32 = 32;
+/// Bits of the trie key taken by the attachment before the address starts.
+pub const PREFIX_ATTACHMENT_BITS: u32 = 32;
 
 pub const MAP_FAULTS: &str = "fl_faults";
 pub const MAP_COUNTERS: &str = "fl_counters";
 pub const MAP_PREFIXES: &str = "fl_prefixes";
 pub const MAP_PROTECTED: &str = "fl_protected";
+pub const MAP_SCRATCH: &str = "fl_scratch";
 pub const PROG_EGRESS: &str = "fl_egress";
 pub const PROG_INGRESS: &str = "fl_ingress";
 pub const PROG_INGRESS_STEER: &str = "fl_ingress_steer";
@@ -100,7 +104,7 @@ pub struct FlCounters {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FlPrefixData {
-    pub ifindex: u32,
+    pub attachment: u32,
     pub addr: [u8; 16],
 }
 
@@ -139,12 +143,13 @@ unsafe impl Pod for FlCandidates {}
 // SAFETY: as above.
 unsafe impl Pod for FlProtectedList {}
 
-/// A remote-address prefix on one device: a key of the `fl_prefixes` trie.
+/// A remote-address prefix under one attachment (a device in a namespace): a key of the
+/// `fl_prefixes` trie.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PrefixKey {
-    pub ifindex: u32,
+    pub attachment: u32,
     pub addr: [u8; 16],
-    /// Address bits, 0..=128 (the trie's prefix_len adds the 32 ifindex bits).
+    /// Address bits, 0..=128 (the trie's prefix_len adds the 32 attachment bits).
     pub len: u32,
 }
 
@@ -154,28 +159,28 @@ pub fn mask(len: u32) -> u128 {
 
 impl PrefixKey {
     /// The key for the first `len` bits of `addr` (host bits cleared, as the trie sees it).
-    pub fn new(ifindex: u32, addr: [u8; 16], len: u32) -> PrefixKey {
+    pub fn new(attachment: u32, addr: [u8; 16], len: u32) -> PrefixKey {
         PrefixKey {
-            ifindex,
+            attachment,
             addr: (u128::from_be_bytes(addr) & mask(len)).to_be_bytes(),
             len,
         }
     }
 
     pub fn contains(&self, other: &PrefixKey) -> bool {
-        if self.ifindex != other.ifindex || other.len < self.len {
+        if self.attachment != other.attachment || other.len < self.len {
             return false;
         }
         let mask = mask(self.len);
         u128::from_be_bytes(self.addr) & mask == u128::from_be_bytes(other.addr) & mask
     }
 
-    /// Every key this one contains lies in this range of the key order (ifindex, addr, len).
+    /// Every key this one contains lies in this range of the key order (attachment, addr, len).
     pub fn subtree(&self) -> std::ops::RangeInclusive<PrefixKey> {
         let low = u128::from_be_bytes(self.addr) & mask(self.len);
         let high = low | !mask(self.len);
-        PrefixKey::new(self.ifindex, low.to_be_bytes(), 0)..=PrefixKey {
-            ifindex: self.ifindex,
+        PrefixKey::new(self.attachment, low.to_be_bytes(), 0)..=PrefixKey {
+            attachment: self.attachment,
             addr: high.to_be_bytes(),
             len: 128,
         }

@@ -110,8 +110,8 @@ fn rust_mirrors_match_the_compiled_btf() {
         &vec![
             ("prefix_len".to_owned(), 0),
             (
-                "ifindex".to_owned(),
-                4 + offset_of!(FlPrefixData, ifindex) as u32
+                "attachment".to_owned(),
+                4 + offset_of!(FlPrefixData, attachment) as u32
             ),
             ("addr".to_owned(), 4 + offset_of!(FlPrefixData, addr) as u32),
         ]
@@ -129,7 +129,8 @@ fn rust_constants_match_the_header() {
             .and_then(|value| value.parse().ok())
             .unwrap_or_else(|| panic!("{name} not defined as a number in faultline.h"))
     };
-    assert_eq!(define("FL_MAX_FAULTS"), u64::from(MAX_FAULTS));
+    assert_eq!(define("FL_MAX_FAULTS"), u64::from(DEFAULT_FAULT_SLOTS));
+    assert_eq!(define("FL_MAX_PREFIXES"), u64::from(MAX_PREFIXES));
     assert_eq!(define("FL_MAX_CANDIDATES"), MAX_CANDIDATES as u64);
     assert_eq!(define("FL_MAX_LOCAL_CIDRS"), MAX_LOCAL_CIDRS as u64);
     assert_eq!(define("FL_MAX_PORT_RANGES"), MAX_PORT_RANGES as u64);

@@ -296,6 +296,8 @@ pub enum FaultState {
     Active,
     Expired,
     Revoked,
+    /// Its device or its namespace was deleted: the event's message says which.
+    Lost,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,7 +325,7 @@ pub struct Plan {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedObject {
-    /// `bpf_programs`, `clsact`, `tc_filter`, `fault_slot`, `trie_entry`, `htb_root`,
+    /// `clsact`, `tc_filter`, `fault_slot`, `trie_entry`, `htb_root`,
     /// `htb_class`, `netem_qdisc` or `ifb`.
     pub kind: String,
     pub name: String,
@@ -355,6 +357,11 @@ pub enum EventKind {
     Renewed,
     Expired,
     Revoked,
+    /// Its device or namespace was deleted; the message says which.
+    Lost,
+    /// Someone else removed something of the fault's (its filter, clsact, qdisc or ifb), and
+    /// faultd put it back; the message says what.
+    Repaired,
     /// The agent could not remove (or fully remove) a fault's kernel state.
     Error,
 }

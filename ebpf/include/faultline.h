@@ -12,8 +12,14 @@
 
 #include <linux/types.h>
 
-#define FL_MAX_FAULTS 16384      /* fault slots per network namespace */
-#define FL_MAX_PREFIXES 65536    /* remote-address trie entries per network namespace */
+/*
+ * One set of maps serves every namespace and device: a packet's entries in fl_prefixes are
+ * those of the filter that runs the program, which carries its attachment id as its classid
+ * (skb->tc_classid when the program starts). faultd sizes fl_faults and fl_counters at load
+ * (--max-faults); these are the object's defaults.
+ */
+#define FL_MAX_FAULTS 1024       /* fault slots, for the whole agent */
+#define FL_MAX_PREFIXES 16384    /* remote-address trie entries, for the whole agent */
 #define FL_MAX_CANDIDATES 32     /* faults that may overlap one remote address on one device */
 #define FL_MAX_LOCAL_CIDRS 8     /* `src` CIDRs per fault */
 #define FL_MAX_PORT_RANGES 8     /* `sport` / `dport` ranges per fault */
@@ -93,10 +99,11 @@ struct fl_counters {
 	__u64 dropped_bytes[2];
 };
 
-/* Key of fl_prefixes: the device, then the remote address; prefix_len counts both. */
+/* Key of fl_prefixes: the attachment (one device, one namespace), then the remote address;
+ * prefix_len counts both. */
 struct fl_prefix_key {
-	__u32 prefix_len; /* 32 (ifindex) + 0..128 address bits */
-	__u32 ifindex;
+	__u32 prefix_len; /* 32 (attachment) + 0..128 address bits */
+	__u32 attachment;
 	__u8 addr[16];
 };
 

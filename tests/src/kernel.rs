@@ -62,48 +62,34 @@ pub fn leftovers(netns: &str, dev: &str) -> Vec<String> {
     found
 }
 
-/// Files and directories left under a faultd's pin root.
+/// Namespaces a faultd's pin root still marks as holding objects of its (one directory each);
+/// the datapath's own map pins stay while faultd runs.
 pub fn pins_left(pin_root: &std::path::Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(pin_root) else {
         return Vec::new();
     };
     entries
         .filter_map(Result::ok)
-        .flat_map(|dir| {
-            let inner: Vec<String> = std::fs::read_dir(dir.path())
-                .into_iter()
-                .flatten()
-                .filter_map(Result::ok)
-                .map(|f| f.path().display().to_string())
-                .collect();
-            std::iter::once(dir.path().display().to_string()).chain(inner)
-        })
+        .filter(|e| e.file_name().to_string_lossy().starts_with("netns-"))
+        .map(|e| e.path().display().to_string())
         .collect()
 }
 
-/// Faults live in the kernel under a faultd's pin root: slots of the pinned `fl_faults` maps
-/// whose deadline has not passed, over every namespace.
+/// Faults live in the kernel under a faultd's pin root: slots of the pinned `fl_faults` map
+/// whose deadline has not passed.
 pub fn live_faults_in_kernel(pin_root: &std::path::Path) -> usize {
     use aya::maps::{Array, Map, MapData};
     use faultline::{abi::FlFault, kernel::monotonic_ns};
     let now = monotonic_ns();
-    let Ok(entries) = std::fs::read_dir(pin_root) else {
+    let Ok(data) = MapData::from_pin(pin_root.join("fl_faults")) else {
         return 0;
     };
-    entries
-        .filter_map(Result::ok)
-        .map(|dir| {
-            let data = MapData::from_pin(dir.path().join("fl_faults")).unwrap_or_else(|e| {
-                panic!("open pinned fl_faults in {}: {e}", dir.path().display())
-            });
-            let faults: Array<MapData, FlFault> =
-                Array::try_from(Map::Array(data)).expect("fl_faults is an array");
-            faults
-                .iter()
-                .filter(|f| f.as_ref().is_ok_and(|f| f.deadline_ns > now))
-                .count()
-        })
-        .sum()
+    let faults: Array<MapData, FlFault> =
+        Array::try_from(Map::Array(data)).expect("fl_faults is an array");
+    faults
+        .iter()
+        .filter(|f| f.as_ref().is_ok_and(|f| f.deadline_ns > now))
+        .count()
 }
 
 /// The namespace's SNMP counters (/proc/net/snmp and /proc/net/snmp6), keyed

@@ -25,7 +25,7 @@ use faultline::{
         server::{self, ServerConfig},
         DEFAULT_SOCKET,
     },
-    engine::{self, Command, EngineConfig, EngineHandle, DEFAULT_MAX_FAULTS},
+    engine::{self, Command, EngineConfig, EngineHandle, DEFAULT_MAX_FAULTS, MAX_FAULTS_LIMIT},
     fault::{spec::DurationLimits, values::parse_duration},
     policy::{self, Policy},
 };
@@ -223,8 +223,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     check_capabilities()?;
     raise_memlock();
     drop_capabilities().context("dropping capabilities")?;
-    if args.max_faults == 0 || args.max_faults > DEFAULT_MAX_FAULTS {
-        bail!("--max-faults must be in 1..={DEFAULT_MAX_FAULTS}");
+    if args.max_faults == 0 || args.max_faults > MAX_FAULTS_LIMIT {
+        bail!("--max-faults must be in 1..={MAX_FAULTS_LIMIT}");
     }
     let policy = if args.config == std::path::Path::new(policy::DEFAULT_PATH) {
         Policy::load_or_default(&args.config)
@@ -264,6 +264,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             pin_root: args.pin_dir.clone(),
             durations,
             max_faults,
+            fault_slots: args.max_faults,
             policy: policy.clone(),
             exit_when_idle: false,
         };
@@ -361,7 +362,9 @@ fn reap(args: &Args) -> anyhow::Result<()> {
             default: None,
             max: args.max_duration,
         },
-        max_faults: DEFAULT_MAX_FAULTS,
+        // The pinned maps of the faultd it watches over keep their size.
+        max_faults: MAX_FAULTS_LIMIT,
+        fault_slots: MAX_FAULTS_LIMIT,
         policy: Arc::new(Policy::default()),
         exit_when_idle: true,
     };

@@ -1,28 +1,35 @@
 //! What survives a faultd: the journal it keeps (`sync_journal`) and the takeover by the next
 //! faultd or the reaper (`adopt`): live faults come back with their ids, deadlines and
-//! counters; faults that ended meanwhile, or whose connection lease died with faultd, are
-//! removed; objects of ours nobody accounts for are swept.
+//! counters (the pinned maps hold them); faults that ended meanwhile, or whose connection
+//! lease died with faultd, are removed; objects of ours nobody accounts for are swept, in the
+//! datapath and in every namespace marked as ours.
 
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
-    time::{Duration, Instant, UNIX_EPOCH},
 };
 
 use super::{
+    deadline::{unix_ms, Deadline},
+    faults::Installed,
+    hooks_of,
     journal::{Entry, FaultRecord, NamespaceHeader, NamespaceRecord},
-    namespace::{self, AdoptedFault, DeviceKey, Installed, Namespace},
+    namespace::{self, DeviceKey, Namespace},
     ActiveFault, Engine,
 };
 use crate::{
+    abi::FlFault,
     fault::{
         plan,
-        spec::{DurationLimits, FaultSpec},
+        spec::{Action, DurationLimits, FaultSpec},
     },
     kernel::{
         self,
+        netem::netem_options,
         netns::{Netns, NetnsId},
-        pins, KernelError,
+        pins,
+        rtnl::Netlink,
+        KernelError,
     },
     proto::FaultState,
 };
@@ -95,10 +102,7 @@ impl Engine {
     }
 
     /// Takes over from the faultd before (see the module doc).
-    pub(super) fn adopt(&mut self) {
-        if let Err(e) = pins::ensure_bpffs(&self.config.pin_root) {
-            tracing::error!(error = %e, "cannot mount bpffs; restarts will not re-adopt faults");
-        }
+    pub(super) async fn adopt(&mut self) {
         let records = self.journal.read().unwrap_or_else(|e| {
             tracing::error!(
                 error = %e,
@@ -113,7 +117,7 @@ impl Engine {
                 dev: record.header.netns_dev,
                 ino: record.header.netns_ino,
             };
-            match self.adopt_namespace(id, &record) {
+            match self.adopt_namespace(id, &record).await {
                 Ok(true) => {
                     adopted.insert(id);
                     ended.extend(
@@ -130,14 +134,18 @@ impl Engine {
                 }
             }
         }
-        for id in pins::pinned_namespaces(&self.config.pin_root) {
+        for id in pins::marked_namespaces(&self.config.pin_root) {
             if !adopted.contains(&id) {
-                self.sweep_namespace(id);
+                sweep_namespace(&self.home, id).await;
+                pins::remove_marker(&self.config.pin_root, id);
             }
+        }
+        if let Err(e) = self.sweep_datapath() {
+            tracing::error!(error = %e, "cannot clear the datapath of what no fault accounts for");
         }
         for id in ended {
             if self.faults.contains_key(&id) {
-                self.remove_fault(&id, FaultState::Expired);
+                self.remove_fault(&id, FaultState::Expired, None).await;
             }
         }
         if !self.faults.is_empty() {
@@ -146,41 +154,43 @@ impl Engine {
         self.restart_journal();
     }
 
-    /// Re-adopts one namespace's faults; false when the namespace is gone (and everything of
-    /// ours in it with it, but for its pins, which go here).
-    fn adopt_namespace(
+    /// Re-adopts one namespace's devices and faults; false when the namespace is gone (and
+    /// everything of ours in it with it, but for what the datapath holds, swept after).
+    async fn adopt_namespace(
         &mut self,
         id: NetnsId,
         record: &NamespaceRecord,
     ) -> Result<bool, KernelError> {
-        let pin_dir = pins::namespace_dir(&self.config.pin_root, id);
-        let Some(netns) = find_netns(id, Some(&record.header.netns_path)) else {
-            remove_pins(&pin_dir);
+        let path = &record.header.netns_path;
+        let Some(netns) = find_netns(id, Some(path)) else {
             return Ok(false);
         };
-        let now_ns = kernel::monotonic_ns();
+        let mut namespace = Namespace::open(netns, &self.home, self.kernel_events.clone())?;
         let faults: Vec<ActiveFault> = record
             .faults
             .iter()
-            .filter_map(|r| active_fault(r, id, now_ns))
+            .filter_map(|r| active_fault(r, id, &record.header))
             .collect();
-        let adopted: Vec<AdoptedFault<'_>> = faults
-            .iter()
-            .map(|f| AdoptedFault {
-                installed: &f.installed,
-                hooks: &f.hooks,
-            })
-            .collect();
-        let inside = netns.enter(&self.home)?;
-        let namespace = Namespace::adopt(
-            netns,
-            pin_dir,
-            &record.header.devices,
-            &adopted,
-            &self.protected,
-        );
-        drop(inside);
-        self.namespaces.insert(id, namespace?);
+        for device in &record.header.devices {
+            let classes = faults
+                .iter()
+                .filter(|f| f.installed.device.ifindex == device.ifindex)
+                .filter_map(|f| Some((f.installed.delay?, delay_options(&f.spec)?)))
+                .collect();
+            namespace.adopt_device(device, classes);
+            self.next_attachment = self.next_attachment.max(device.attachment.wrapping_add(1));
+        }
+        for fault in &faults {
+            namespace.count_adopted(&fault.installed.device, &fault.hooks);
+            // A prefix overflow cannot happen for faults that fitted before.
+            let _ = self
+                .index
+                .insert(fault.installed.slot, &fault.installed.prefixes);
+        }
+        namespace.sweep().await?;
+        pins::add_marker(&self.config.pin_root, id)?;
+        self.paths.watch(path);
+        self.namespaces.insert(id, namespace);
         for fault in faults {
             if let Some(key) = &fault.key {
                 self.keys.insert(key.clone(), fault.id.clone());
@@ -190,25 +200,49 @@ impl Engine {
         Ok(true)
     }
 
-    /// Removes everything of ours from a namespace no journal accounts for, then its pins.
-    fn sweep_namespace(&mut self, id: NetnsId) {
-        let pin_dir = pins::namespace_dir(&self.config.pin_root, id);
-        if let Some(netns) = find_netns(id, None) {
-            tracing::warn!(netns = %netns.path().display(), "removing objects of ours no journal accounts for");
-            match netns.run(&self.home, namespace::sweep_unaccounted) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) | Err(e) => {
-                    tracing::error!(netns = %netns.path().display(), error = %e, "cannot sweep a namespace")
-                }
+    /// Clears the datapath of what no adopted fault accounts for: slots, and trie entries (the
+    /// trie is rewritten from the adopted faults).
+    fn sweep_datapath(&mut self) -> Result<(), KernelError> {
+        let used: BTreeSet<u32> = self.faults.values().map(|f| f.installed.slot).collect();
+        self.slots.set_used(&used);
+        for slot in self.datapath.live_slots(0)? {
+            if !used.contains(&slot) {
+                self.datapath.write_fault(slot, &FlFault::default())?;
             }
         }
-        remove_pins(&pin_dir);
+        let entries = self.index.entries();
+        for (key, candidates) in &entries {
+            self.datapath.set_prefix(key, candidates)?;
+        }
+        let wanted: BTreeSet<_> = entries.iter().map(|(key, _)| *key).collect();
+        for key in self.datapath.prefix_keys()? {
+            if !wanted.contains(&key) {
+                self.datapath.delete_prefix(&key)?;
+            }
+        }
+        Ok(())
     }
 }
 
-fn remove_pins(dir: &Path) {
-    if let Err(e) = pins::remove_dir(dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove pins");
+/// Removes everything of ours from a namespace no journal accounts for.
+async fn sweep_namespace(home: &Netns, id: NetnsId) {
+    let Some(netns) = find_netns(id, None) else {
+        return;
+    };
+    tracing::warn!(netns = %netns.path().display(), "removing objects of ours no journal accounts for");
+    let swept = match netns.enter(home) {
+        Ok(inside) => {
+            let nl = Netlink::here();
+            drop(inside);
+            match nl {
+                Ok(nl) => namespace::sweep(&nl, &Default::default()).await,
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = swept {
+        tracing::error!(netns = %netns.path().display(), error = %e, "cannot sweep a namespace");
     }
 }
 
@@ -233,9 +267,9 @@ pub(super) fn fault_record(fault: &ActiveFault) -> FaultRecord {
         ifindex: fault.installed.device.ifindex,
         slot: fault.installed.slot,
         delay: fault.installed.delay,
-        applied_at_unix_ms: super::unix_ms(fault.applied_at),
-        expires_at_unix_ms: super::unix_ms(fault.expires_at),
-        deadline_ns: fault.deadline_ns,
+        applied_at_unix_ms: unix_ms(fault.applied_at),
+        expires_at_unix_ms: unix_ms(fault.deadline.wall),
+        deadline_ns: fault.deadline.kernel_ns,
     }
 }
 
@@ -244,24 +278,36 @@ fn ended_now(record: &FaultRecord) -> bool {
     record.leased || record.deadline_ns <= kernel::monotonic_ns()
 }
 
-/// The engine's view of a journaled fault; None when the record no longer validates (its
-/// kernel state is then swept as unaccounted).
-fn active_fault(record: &FaultRecord, netns: NetnsId, now_ns: u64) -> Option<ActiveFault> {
+/// The netem options of a delay fault's spec.
+fn delay_options(spec: &FaultSpec) -> Option<Vec<u8>> {
+    match &spec.action {
+        Action::Netem(netem) => Some(netem_options(netem)),
+        _ => None,
+    }
+}
+
+/// The engine's view of a journaled fault; None when the record no longer validates or names
+/// no recorded device (its kernel state is then swept as unaccounted).
+fn active_fault(record: &FaultRecord, netns: NetnsId, header: &NamespaceHeader) -> Option<ActiveFault> {
     // The limits in force now do not shorten a fault already granted.
     let limits = DurationLimits {
         default: None,
-        max: Duration::MAX,
+        max: std::time::Duration::MAX,
     };
     let spec = FaultSpec::from_wire(&record.fault, &limits)
         .map_err(|e| tracing::error!(fault_id = %record.id, error = %e, "journaled fault no longer validates"))
         .ok()?;
+    let attachment = header
+        .devices
+        .iter()
+        .find(|d| d.ifindex == record.ifindex)?
+        .attachment;
     let device = DeviceKey {
         name: record.dev.clone(),
         ifindex: record.ifindex,
     };
-    let prefixes = plan::prefix_keys(&spec, record.ifindex);
-    let hooks = super::hooks_of(&spec);
-    let remaining = Duration::from_nanos(record.deadline_ns.saturating_sub(now_ns));
+    let prefixes = plan::prefix_keys(&spec, attachment);
+    let hooks = hooks_of(&spec);
     Some(ActiveFault {
         id: record.id.clone(),
         key: record.key.clone(),
@@ -269,13 +315,18 @@ fn active_fault(record: &FaultRecord, netns: NetnsId, now_ns: u64) -> Option<Act
         lease: record.leased.then_some(0),
         wire: record.fault.clone(),
         netns,
-        installed: Installed::adopted(device, record.slot, prefixes, record.delay),
+        installed: Installed {
+            device,
+            slot: record.slot,
+            prefixes,
+            delay: record.delay,
+            acquired: true,
+        },
         hooks,
-        applied_at: UNIX_EPOCH + Duration::from_millis(record.applied_at_unix_ms),
-        expires_at: UNIX_EPOCH + Duration::from_millis(record.expires_at_unix_ms),
+        applied_at: std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(record.applied_at_unix_ms),
         spec,
-        deadline: Instant::now() + remaining,
-        deadline_ns: record.deadline_ns,
+        deadline: Deadline::from_kernel(record.deadline_ns, record.expires_at_unix_ms),
     })
 }
 

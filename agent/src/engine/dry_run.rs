@@ -2,7 +2,11 @@
 //! makes, the device looked up in its namespace, and the kernel objects the fault would use,
 //! each marked as already there or to be created. Nothing is changed.
 
-use super::{hooks_of, namespace::Namespace, netns_path, Engine, EngineError};
+use super::{
+    hooks_of,
+    namespace::{DeviceKey, Namespace},
+    netns_path, Engine, EngineError,
+};
 use crate::{
     abi::{PrefixKey, PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_STEER},
     fault::plan,
@@ -12,7 +16,6 @@ use crate::{
         filter::{DATAPATH_PRIORITY, FILTER_HANDLE, STEER_PRIORITY},
         link,
         netns::Netns,
-        pins,
         qdisc::ROOT_MAJOR,
     },
     proto::{Plan, PlannedObject},
@@ -25,41 +28,30 @@ impl Engine {
         let path = netns_path(&spec);
         let dev = spec.target.dev.as_str();
         let loaded = self.namespaces.get(&Netns::identify(&path)?);
-        let mut objects = Vec::new();
         let ifindex = match loaded {
             Some(namespace) => namespace.ifindex(dev)?,
             None => {
                 let netns = Netns::open(&path)?;
-                let ifindex = netns.run(&self.home, || kernel::ifindex(dev))??;
-                let pins = pins::namespace_dir(&self.config.pin_root, netns.id());
-                objects.push(object(
-                    "bpf_programs",
-                    format!(
-                        "{PROG_EGRESS} and {PROG_INGRESS} with their maps, pinned in {}",
-                        pins.display()
-                    ),
-                    false,
-                ));
-                ifindex
+                netns.run(&self.home, || kernel::ifindex(dev))??
             }
+        };
+        let device = DeviceKey {
+            name: dev.to_owned(),
+            ifindex,
         };
         let hooks = hooks_of(&spec);
         if let (Some(namespace), Some(delay)) = (loaded, &netem) {
-            namespace.check_delay_mix(dev, ifindex, &hooks, delay)?;
+            namespace.check_delay_mix(&device, &hooks, delay)?;
         }
-        let prefixes = plan::prefix_keys(&spec, ifindex);
-        objects.extend(planned(
-            loaded,
-            dev,
-            ifindex,
-            &hooks,
-            netem.is_some(),
-            &prefixes,
-        ));
+        // A device not attached yet gets the next attachment.
+        let attachment = loaded
+            .and_then(|ns| ns.device(&device))
+            .map_or(self.next_attachment, |d| d.attachment);
+        let prefixes = plan::prefix_keys(&spec, attachment);
         Ok(Plan {
             dry_run: true,
             fault: spec.to_wire(),
-            objects,
+            objects: planned(loaded, &device, &hooks, netem.is_some(), &prefixes),
         })
     }
 }
@@ -75,13 +67,13 @@ fn object(kind: &str, name: String, exists: bool) -> PlannedObject {
 /// In the order an apply puts them in place.
 fn planned(
     namespace: Option<&Namespace>,
-    dev: &str,
-    ifindex: u32,
+    device: &DeviceKey,
     hooks: &[Hook],
     delay: bool,
     prefixes: &[PrefixKey],
 ) -> Vec<PlannedObject> {
-    let users = |hook| namespace.map_or(0, |ns| ns.hook_users(dev, ifindex, hook));
+    let (dev, ifindex) = (device.name.as_str(), device.ifindex);
+    let users = |hook| namespace.map_or(0, |ns| ns.hook_users(device, hook));
     let mut objects = Vec::new();
     let any_filter = Hook::ALL.into_iter().any(|hook| users(hook) > 0);
     objects.push(object(
@@ -103,8 +95,9 @@ fn planned(
         ));
     }
     if delay {
-        let (original_root, ifb) =
-            namespace.map_or((false, None), |ns| ns.delay_state(dev, ifindex));
+        let delays = namespace.and_then(|ns| ns.device(device)).map(|d| &d.delays);
+        let original_root = delays.is_some_and(|d| d.original_root().is_some());
+        let ifb = delays.and_then(|d| d.ifb());
         if hooks.contains(&Hook::Egress) {
             objects.push(object(
                 "htb_root",
@@ -153,7 +146,10 @@ fn planned(
     for key in prefixes {
         objects.push(object(
             "trie_entry",
-            format!("fl_prefixes: {key} on ifindex {ifindex} lists this fault"),
+            format!(
+                "fl_prefixes: {key} under attachment {} ({dev}) lists this fault",
+                key.attachment
+            ),
             false,
         ));
     }

@@ -20,7 +20,7 @@ use thiserror::Error;
 use super::delay::DelayClass;
 use crate::{fault::spec::FaultWire, kernel::qdisc::RootQdisc};
 
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 const FILE: &str = "journal.log";
 
 /// One namespace with a datapath: where it is, and our devices in it.
@@ -47,6 +47,8 @@ pub struct NamespaceRecord {
 pub struct DeviceRecord {
     pub name: String,
     pub ifindex: u32,
+    /// The classid of our filters on it: the datapath's key for its faults.
+    pub attachment: u32,
     /// Whether we added the device's clsact qdisc, and so remove it.
     pub created_clsact: bool,
     /// The root qdisc our htb replaced, while it is the root.
@@ -290,6 +292,7 @@ mod tests {
             devices: vec![DeviceRecord {
                 name: "veth0".into(),
                 ifindex: 7,
+                attachment: 1,
                 created_clsact: true,
                 original_root: None,
                 ifb: None,

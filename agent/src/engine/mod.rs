@@ -1,46 +1,61 @@
 //! The one owner of active faults and of every kernel object faultd installs. It runs on its
-//! own thread (it enters network namespaces, which is per thread); connections send it
-//! `Command`s and get answers on oneshot channels. Expiry, revoke, lease loss, clear and
-//! shutdown all go through `remove_fault`, the single inverse of `apply`. Every change is
-//! journaled before it is answered, so a later faultd or the reaper can take over (`adopt`).
+//! own thread (it enters network namespaces, which is per thread) with a single-threaded
+//! runtime: commands from connections, announcements from the kernel and fault deadlines are
+//! handled one at a time, in order. The datapath is loaded once and shared by every
+//! namespace; each namespace keeps its own netlink connections. Expiry, revoke, lease loss,
+//! clear, loss and shutdown all go through `remove_fault` (faults.rs), the single inverse of
+//! `apply`. Every change is journaled before it is answered, so a later faultd or the reaper
+//! can take over (`adopt`).
 
 mod adopt;
+mod deadline;
 mod delay;
 mod dry_run;
 mod error;
+mod faults;
+mod handle;
 mod journal;
 mod namespace;
 mod view;
+mod watch;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
     sync::{
         atomic::{AtomicUsize, Ordering as AtomicOrdering},
-        mpsc, Arc,
+        Arc,
     },
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::SystemTime,
 };
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
-use self::{
-    delay::DelaySpec,
-    journal::Journal,
-    namespace::{Installed, Namespace},
+pub use self::{
+    error::EngineError,
+    handle::{spawn, Command, ConnectionId, EngineHandle, Reply},
+    journal::JournalError,
 };
-pub use self::{error::EngineError, journal::JournalError};
+use self::{
+    deadline::{unix_ms, Deadline},
+    delay::DelaySpec,
+    faults::{Installed, Slots},
+    journal::Journal,
+    namespace::Namespace,
+    watch::{KernelEvent, PathWatch},
+};
 use crate::{
-    abi::{FlCounters, FlProtectedList, MAX_FAULTS},
+    abi::DEFAULT_FAULT_SLOTS,
     fault::{
-        plan,
-        spec::{Action, DurationLimits, FaultSpec, FaultWire, SpecError},
-        values::{format_duration, parse_duration},
+        plan::{self, PrefixIndex},
+        spec::{Action, DurationLimits, FaultSpec, FaultWire},
+        values::format_duration,
     },
     kernel::{
         self,
-        bpf::Hook,
+        bpf::{Datapath, Hook},
         netem_groups::NetemGroup,
         netns::{Netns, NetnsId},
         pins,
@@ -48,100 +63,38 @@ use crate::{
         KernelError,
     },
     policy::Policy,
-    proto::{Event, EventKind, FaultState, FaultView, Plan, MAX_LINE_BYTES, PROTOCOL_VERSION},
+    proto::{Event, FaultState, MAX_LINE_BYTES, PROTOCOL_VERSION},
 };
+
+/// Most faults one faultd may hold (`--max-faults`); the datapath's maps are sized for what
+/// is asked, DEFAULT_MAX_FAULTS unless told otherwise.
+pub const MAX_FAULTS_LIMIT: usize = 16_384;
+pub const DEFAULT_MAX_FAULTS: usize = DEFAULT_FAULT_SLOTS as usize;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub state_dir: PathBuf,
-    /// bpffs directory under which each namespace's maps are pinned.
+    /// bpffs directory where the datapath's maps are pinned, with a marker directory for each
+    /// namespace that has faults.
     pub pin_root: PathBuf,
     pub durations: DurationLimits,
+    /// Faults active at once (`--max-faults`, or the policy's lower limit).
     pub max_faults: usize,
+    /// The datapath's fault slots (`--max-faults`): the maps are sized for them at load.
+    pub fault_slots: usize,
     /// What may be applied, beyond the limits above (which already include its own).
     pub policy: Arc<Policy>,
     /// The reaper's mode: take over, stop once the last fault is gone, apply nothing.
     pub exit_when_idle: bool,
 }
 
-/// Identifies one client connection, for connection leases.
-pub type ConnectionId = u64;
-
-type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
-
-pub enum Command {
-    Apply {
-        fault: Box<FaultWire>,
-        key: Option<String>,
-        /// The connection holding the fault, for `"lease": "connection"`.
-        lease: Option<ConnectionId>,
-        reply: Reply<FaultView>,
-    },
-    Renew {
-        fault_id: String,
-        duration: String,
-        reply: Reply<FaultView>,
-    },
-    /// A connection closed: its leased faults go.
-    ConnectionClosed(ConnectionId),
-    List(Reply<Vec<FaultView>>),
-    Get {
-        fault_id: String,
-        reply: Reply<FaultView>,
-    },
-    Revoke {
-        fault_id: String,
-        reply: Reply<FaultView>,
-    },
-    /// An apply's checks and plan, changing nothing.
-    Plan {
-        fault: Box<FaultWire>,
-        reply: Reply<Plan>,
-    },
-    Clear(Reply<Vec<FaultView>>),
-    /// Revert everything and stop the engine thread.
-    Shutdown(Reply<Vec<FaultView>>),
-    /// Stop without touching anything: the reaper hands over to a new faultd, which adopts
-    /// what the journal lists.
-    HandOver(Reply<()>),
-}
-
-/// A cloneable way to talk to the engine.
-#[derive(Clone, Debug)]
-pub struct EngineHandle {
-    commands: mpsc::Sender<Command>,
-    events: broadcast::Sender<Event>,
-    /// `hello`'s answer but for the active count: fixed once the engine has started.
-    hello: Arc<Value>,
-    active: Arc<AtomicUsize>,
-}
-
-impl EngineHandle {
-    /// The answer to `hello`, without waiting for the engine: however busy it is, a client
-    /// can always learn that faultd is up, and what it can do.
-    pub fn hello(&self) -> Value {
-        let mut hello = (*self.hello).clone();
-        hello["active_faults"] = self.active.load(AtomicOrdering::Relaxed).into();
-        hello
-    }
-
-    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(make(reply))
-            .map_err(|_| EngineError::Stopped)?;
-        answer.await.map_err(|_| EngineError::Stopped)?
-    }
-
-    /// Sends a command that needs no answer.
-    pub fn send(&self, command: Command) {
-        // A stopped engine has nothing left to act on.
-        let _ = self.commands.send(command);
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
-    }
+/// What metrics report of the engine beyond the faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    /// What the kernel charges for the datapath's maps and programs (fdinfo `memlock`).
+    pub datapath_memory_bytes: u64,
+    /// Times something of ours that someone else removed was put back.
+    pub repairs: u64,
 }
 
 struct ActiveFault {
@@ -154,20 +107,23 @@ struct ActiveFault {
     installed: Installed,
     hooks: Vec<Hook>,
     applied_at: SystemTime,
-    expires_at: SystemTime,
-    deadline: Instant,
-    deadline_ns: u64,
+    deadline: Deadline,
 }
 
 pub struct Engine {
     config: EngineConfig,
     home: Netns,
+    /// The programs and maps, loaded once; every namespace's filters run them.
+    datapath: Datapath,
+    slots: Slots,
+    /// Which fault slots own which trie keys, for the whole datapath.
+    index: PrefixIndex,
+    /// The next attachment id (a device's filters' classid); never reused while faultd runs.
+    next_attachment: u32,
     faults: BTreeMap<String, ActiveFault>,
     keys: HashMap<String, String>,
     namespaces: HashMap<NetnsId, Namespace>,
     journal: Journal,
-    /// The policy's protected targets as the datapath's pass-list.
-    protected: FlProtectedList,
     /// The namespace records as last journaled.
     journaled: HashMap<NetnsId, journal::NamespaceHeader>,
     /// Fault entries not yet journaled.
@@ -175,6 +131,11 @@ pub struct Engine {
     /// What this kernel showed it can do, at start.
     capabilities: Capabilities,
     events: broadcast::Sender<Event>,
+    /// What the kernel announces (`watch`), for the engine's loop.
+    kernel_events: mpsc::UnboundedSender<KernelEvent>,
+    kernel_inbox: mpsc::UnboundedReceiver<KernelEvent>,
+    paths: PathWatch,
+    repairs: u64,
     /// How many faults are active, for `EngineHandle::hello`.
     active: Arc<AtomicUsize>,
     next_id: u64,
@@ -182,138 +143,144 @@ pub struct Engine {
     id_seed: u64,
 }
 
-/// Starts the engine thread.
-pub fn spawn(
-    config: EngineConfig,
-) -> Result<(EngineHandle, std::thread::JoinHandle<()>), EngineError> {
-    let (commands, inbox) = mpsc::channel();
-    let (events, _) = broadcast::channel(1024);
-    let protected = plan::protected_list(config.policy.protected())?;
-    let journal = Journal::open(&config.state_dir).map_err(|source| KernelError::Syscall {
-        call: "create state dir",
-        source,
-    })?;
-    let active = Arc::new(AtomicUsize::new(0));
-    let engine_active = active.clone();
-    let engine_events = events.clone();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("faultline-engine".into())
-        .spawn(move || {
-            let home = match Netns::current() {
-                Ok(home) => home,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(EngineError::Kernel(e)));
-                    return;
-                }
-            };
-            // The probes tell `hello` (and every apply) what this kernel can do. The reaper
-            // applies nothing, and so probes nothing. Without eBPF faults faultd is useless.
-            let capabilities = if config.exit_when_idle {
-                Capabilities::none("the reaper applies no faults")
-            } else {
-                let found = probe::probe();
-                if let Err(e) = found.check(Capability::EbpfFaults) {
-                    let _ = ready_tx.send(Err(EngineError::Kernel(e)));
-                    return;
-                }
-                found
-            };
-            let mut engine = Engine {
-                config,
-                home,
-                faults: BTreeMap::new(),
-                keys: HashMap::new(),
-                namespaces: HashMap::new(),
-                journal,
-                journaled: HashMap::new(),
-                pending: Vec::new(),
-                protected,
-                capabilities,
-                events: engine_events,
-                active: engine_active,
-                next_id: 0,
-                id_seed: mix64(
-                    kernel::monotonic_ns()
-                        ^ (u64::from(std::process::id()) << 40)
-                        ^ unix_ms(SystemTime::now()),
-                ),
-            };
-            engine.adopt();
-            engine
-                .active
-                .store(engine.faults.len(), AtomicOrdering::Relaxed);
-            let _ = ready_tx.send(Ok(engine.hello()));
-            engine.run(inbox);
-        })
-        .map_err(|source| KernelError::Syscall {
-            call: "spawn engine thread",
+impl Engine {
+    /// Loads the datapath (once for the agent), takes over what an earlier faultd left, and
+    /// probes the kernel. Without eBPF faults faultd is useless, and does not start.
+    async fn start(
+        config: EngineConfig,
+        events: broadcast::Sender<Event>,
+        active: Arc<AtomicUsize>,
+    ) -> Result<Engine, EngineError> {
+        let home = Netns::current()?;
+        let protected = plan::protected_list(config.policy.protected())?;
+        let journal = Journal::open(&config.state_dir).map_err(|source| KernelError::Syscall {
+            call: "create state dir",
             source,
         })?;
-    let hello = ready_rx.recv().map_err(|_| EngineError::Stopped)??;
-    let handle = EngineHandle {
-        commands,
-        events,
-        hello: Arc::new(hello),
-        active,
-    };
-    Ok((handle, thread))
-}
+        if let Err(e) = pins::ensure_bpffs(&config.pin_root) {
+            tracing::error!(error = %e, "cannot mount bpffs; restarts will not re-adopt faults");
+        }
+        // The start-up probe borrows a few slots, whatever faults an earlier faultd left.
+        let slots = config.fault_slots.saturating_add(probe::PROBE_FAULTS);
+        let slots = u32::try_from(slots).unwrap_or(u32::MAX);
+        let mut datapath = Datapath::load(Some(&config.pin_root), slots)?;
+        // The policy's pass-list, written before any fault can be, and again on adoption,
+        // so a restart with a new policy protects what the new one names.
+        datapath.set_protected(&protected)?;
+        let (kernel_events, kernel_inbox) = mpsc::unbounded_channel();
+        let slot_count = datapath.slots();
+        let mut engine = Engine {
+            home,
+            datapath,
+            slots: Slots::new(slot_count),
+            index: PrefixIndex::default(),
+            next_attachment: 1,
+            faults: BTreeMap::new(),
+            keys: HashMap::new(),
+            namespaces: HashMap::new(),
+            journal,
+            journaled: HashMap::new(),
+            pending: Vec::new(),
+            capabilities: Capabilities::none("not probed yet"),
+            events,
+            paths: PathWatch::new(kernel_events.clone()),
+            kernel_events,
+            kernel_inbox,
+            repairs: 0,
+            active,
+            next_id: 0,
+            id_seed: mix64(
+                kernel::monotonic_ns()
+                    ^ (u64::from(std::process::id()) << 40)
+                    ^ unix_ms(SystemTime::now()),
+            ),
+            config,
+        };
+        engine.adopt().await;
+        // The reaper applies nothing, and so probes nothing.
+        if engine.config.exit_when_idle {
+            engine.capabilities = Capabilities::none("the reaper applies no faults");
+        } else {
+            engine.capabilities = engine.probe()?;
+        }
+        engine
+            .active
+            .store(engine.faults.len(), AtomicOrdering::Relaxed);
+        Ok(engine)
+    }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+    /// Probes the kernel with the agent's datapath, under slots and attachments lent for it.
+    fn probe(&mut self) -> Result<Capabilities, EngineError> {
+        let mut slots = [0; probe::PROBE_FAULTS];
+        for slot in &mut slots {
+            *slot = self.slots.take()?;
+        }
+        let attachments = [self.new_attachment(), self.new_attachment()];
+        let found = probe::probe(
+            &mut self.datapath,
+            probe::Lent {
+                slots,
+                attachments,
+            },
+        );
+        for slot in slots {
+            self.slots.put_back(slot);
+        }
+        found.check(Capability::EbpfFaults)?;
+        Ok(found)
+    }
 
-impl Engine {
-    fn run(&mut self, inbox: mpsc::Receiver<Command>) {
+    fn new_attachment(&mut self) -> u32 {
+        let attachment = self.next_attachment;
+        self.next_attachment = self.next_attachment.wrapping_add(1).max(1);
+        attachment
+    }
+
+    async fn run(&mut self, mut inbox: mpsc::UnboundedReceiver<Command>) {
         loop {
             if self.config.exit_when_idle && self.faults.is_empty() {
                 tracing::info!("no fault left to watch over");
-                pins::remove_root_if_empty(&self.config.pin_root);
+                self.remove_pins_if_idle();
                 return;
             }
-            let next = self.next_wakeup();
-            let command = match next {
-                Some(at) => {
-                    match inbox.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                        Ok(command) => Some(command),
-                        Err(mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            let next = self.faults.values().map(|f| f.deadline.at).min();
+            let mut look_at = BTreeSet::new();
+            tokio::select! {
+                command = inbox.recv() => match command {
+                    Some(Command::Shutdown(reply)) => {
+                        let removed = self.remove_all(FaultState::Revoked).await;
+                        self.sync_journal();
+                        self.remove_pins_if_idle();
+                        let _ = reply.send(Ok(removed));
+                        return;
                     }
-                }
-                None => match inbox.recv() {
-                    Ok(command) => Some(command),
-                    Err(_) => break,
+                    Some(Command::HandOver(reply)) => {
+                        tracing::info!("handing the faults over to a new faultd");
+                        let _ = reply.send(Ok(()));
+                        return;
+                    }
+                    Some(command) => self.handle(command).await,
+                    None => break,
                 },
-            };
-            self.expire_due();
-            match command {
-                Some(Command::Shutdown(reply)) => {
-                    let removed = self.remove_all(FaultState::Revoked);
-                    self.sync_journal();
-                    pins::remove_root_if_empty(&self.config.pin_root);
-                    let _ = reply.send(Ok(removed));
-                    return;
-                }
-                Some(Command::HandOver(reply)) => {
-                    tracing::info!("handing the faults over to a new faultd");
-                    let _ = reply.send(Ok(()));
-                    return;
-                }
-                Some(command) => self.handle(command),
-                None => {}
+                Some(event) = self.kernel_inbox.recv() => self.heard(event, &mut look_at).await,
+                () = sleep_until(next) => {}
             }
+            // Whatever else the kernel announced meanwhile, before looking.
+            while let Ok(event) = self.kernel_inbox.try_recv() {
+                self.heard(event, &mut look_at).await;
+            }
+            self.repair_looked_at(look_at).await;
+            self.expire_due().await;
             self.sync_journal();
             self.active
                 .store(self.faults.len(), AtomicOrdering::Relaxed);
         }
-        self.remove_all(FaultState::Revoked);
+        self.remove_all(FaultState::Revoked).await;
         self.sync_journal();
-        pins::remove_root_if_empty(&self.config.pin_root);
+        self.remove_pins_if_idle();
     }
 
-    fn handle(&mut self, command: Command) {
+    async fn handle(&mut self, command: Command) {
         match command {
             Command::Apply {
                 fault,
@@ -321,7 +288,7 @@ impl Engine {
                 lease,
                 reply,
             } => {
-                let result = self.apply(&fault, key, lease);
+                let result = self.apply(&fault, key, lease).await;
                 // Journaled before the answer: an acknowledged fault is one a successor knows.
                 self.sync_journal();
                 let _ = reply.send(result);
@@ -347,7 +314,7 @@ impl Engine {
                     .collect();
                 for id in leased {
                     tracing::info!(fault_id = %id, "its connection closed; revoking the leased fault");
-                    self.remove_fault(&id, FaultState::Revoked);
+                    self.remove_fault(&id, FaultState::Revoked, None).await;
                 }
             }
             Command::List(reply) => {
@@ -366,7 +333,7 @@ impl Engine {
             }
             Command::Revoke { fault_id, reply } => {
                 let result = if self.faults.contains_key(&fault_id) {
-                    Ok(self.remove_fault(&fault_id, FaultState::Revoked))
+                    Ok(self.remove_fault(&fault_id, FaultState::Revoked, None).await)
                 } else {
                     Err(EngineError::NotFound(fault_id))
                 };
@@ -374,9 +341,16 @@ impl Engine {
                 let _ = reply.send(result);
             }
             Command::Clear(reply) => {
-                let removed = self.remove_all(FaultState::Revoked);
+                let removed = self.remove_all(FaultState::Revoked).await;
                 self.sync_journal();
                 let _ = reply.send(Ok(removed));
+            }
+            Command::Stats(reply) => {
+                let stats = self.datapath.memory().map(|memory| EngineStats {
+                    datapath_memory_bytes: memory,
+                    repairs: self.repairs,
+                });
+                let _ = reply.send(stats.map_err(EngineError::from));
             }
             Command::Shutdown(_) | Command::HandOver(_) => unreachable!("handled by run"),
         }
@@ -418,20 +392,15 @@ impl Engine {
         })
     }
 
-    fn next_wakeup(&self) -> Option<Instant> {
-        self.faults.values().map(|f| f.deadline).min()
-    }
-
-    fn expire_due(&mut self) {
-        let now = Instant::now();
+    async fn expire_due(&mut self) {
         let due: Vec<String> = self
             .faults
             .values()
-            .filter(|f| f.deadline <= now)
+            .filter(|f| f.deadline.passed())
             .map(|f| f.id.clone())
             .collect();
         for id in due {
-            self.remove_fault(&id, FaultState::Expired);
+            self.remove_fault(&id, FaultState::Expired, None).await;
         }
     }
 
@@ -492,244 +461,19 @@ impl Engine {
         Ok(())
     }
 
-    fn apply(
-        &mut self,
-        wire: &FaultWire,
-        key: Option<String>,
-        lease: Option<ConnectionId>,
-    ) -> Result<FaultView, EngineError> {
-        let (spec, delay) = self.admit(wire)?;
-        let normalized = spec.to_wire();
-        if let Some(existing) = key
-            .as_ref()
-            .and_then(|k| self.keys.get(k))
-            .and_then(|id| self.faults.get(id))
-        {
-            if existing.wire == normalized {
-                return Ok(self.view(existing, FaultState::Active));
-            }
-            return Err(EngineError::Conflict {
-                key: key.unwrap_or_default(),
-                fault_id: existing.id.clone(),
-            });
+    /// Removes the pin root once nothing of ours is in it: the maps go with the programs.
+    fn remove_pins_if_idle(&self) {
+        if self.faults.is_empty() && self.namespaces.is_empty() {
+            pins::remove_all(&self.config.pin_root);
         }
-        self.check_room()?;
-        let netns_path = netns_path(&spec);
-        // An open namespace is found by identity, without opening the path again.
-        let mut netns_id = Netns::identify(&netns_path)?;
-        let id = self.new_fault_id();
-        let applied_at = SystemTime::now();
-        let deadline = Instant::now() + spec.duration;
-        let deadline_ns = kernel::monotonic_ns() + spec.duration.as_nanos() as u64;
-        let flow_seed = (mix64(self.next_id ^ deadline_ns) >> 32) as u32;
-        let mut value = plan::fault_value(&spec, flow_seed);
-        value.deadline_ns = deadline_ns;
-        let hooks = hooks_of(&spec);
-
-        let home = &self.home;
-        let fresh = !self.namespaces.contains_key(&netns_id);
-        if fresh {
-            let netns = Netns::open(&netns_path)?;
-            // The path may have been bound to another namespace since it was looked at.
-            netns_id = netns.id();
-            let pin_dir = pins::namespace_dir(&self.config.pin_root, netns_id);
-            let inside = netns.enter(home)?;
-            let namespace = Namespace::new(netns, pin_dir, &self.protected);
-            drop(inside);
-            self.namespaces.insert(netns_id, namespace?);
-        }
-        let Some(namespace) = self.namespaces.get_mut(&netns_id) else {
-            unreachable!("inserted above");
-        };
-        let dev = spec.target.dev.as_str().to_owned();
-        let installed = namespace.install(home, &dev, &hooks, value, delay.as_ref(), |ifindex| {
-            plan::prefix_keys(&spec, ifindex)
-        });
-        let installed = match installed {
-            Ok(done) => done,
-            Err(e) => {
-                if fresh {
-                    self.drop_namespace_if_idle(netns_id);
-                }
-                return Err(e);
-            }
-        };
-
-        let fault = ActiveFault {
-            id: id.clone(),
-            key: key.clone(),
-            lease,
-            wire: normalized,
-            netns: netns_id,
-            installed,
-            hooks,
-            applied_at,
-            expires_at: applied_at + spec.duration,
-            spec,
-            deadline,
-            deadline_ns,
-        };
-        tracing::info!(fault_id = %id, dev = %dev, netns = %netns_path.display(), duration = %format_duration(fault.spec.duration), "fault applied");
-        let view = self.view(&fault, FaultState::Active);
-        if let Some(key) = key {
-            self.keys.insert(key, id.clone());
-        }
-        self.pending
-            .push(journal::Entry::Fault(Box::new(adopt::fault_record(&fault))));
-        self.faults.insert(id, fault);
-        self.emit(EventKind::Applied, view.clone(), None);
-        Ok(view)
     }
+}
 
-    /// Gives a fault `duration` from now (within the agent's maximum), in the datapath and here.
-    fn renew(&mut self, id: &str, duration: &str) -> Result<FaultView, EngineError> {
-        let invalid = |message: String| {
-            EngineError::Spec(SpecError {
-                field: "duration".into(),
-                message,
-            })
-        };
-        let duration = parse_duration(duration).map_err(|e| invalid(e.0))?;
-        if duration.is_zero() {
-            return Err(invalid(
-                "must be longer than zero; revoke ends a fault now".into(),
-            ));
-        }
-        self.config
-            .policy
-            .check_duration(duration)
-            .map_err(EngineError::Forbidden)?;
-        if duration > self.config.durations.max {
-            return Err(invalid(format!(
-                "longer than the agent's maximum, {}",
-                format_duration(self.config.durations.max)
-            )));
-        }
-        let fault = self
-            .faults
-            .get(id)
-            .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
-        let deadline_ns = kernel::monotonic_ns() + duration.as_nanos() as u64;
-        let slot = fault.installed.slot;
-        let netns = fault.netns;
-        if let Some(namespace) = self.namespaces.get_mut(&netns) {
-            namespace.set_deadline(slot, deadline_ns)?;
-        }
-        let Some(fault) = self.faults.get_mut(id) else {
-            unreachable!("looked up above");
-        };
-        fault.deadline = Instant::now() + duration;
-        fault.deadline_ns = deadline_ns;
-        fault.expires_at = SystemTime::now() + duration;
-        tracing::info!(fault_id = %id, duration = %format_duration(duration), "fault renewed");
-        let Some(fault) = self.faults.get(id) else {
-            unreachable!("looked up above");
-        };
-        let view = self.view(fault, FaultState::Active);
-        self.pending
-            .push(journal::Entry::Fault(Box::new(adopt::fault_record(fault))));
-        self.emit(EventKind::Renewed, view.clone(), None);
-        Ok(view)
-    }
-
-    /// Removes one fault's kernel state; errors are logged and reported as an `error` event,
-    /// and the fault leaves the table regardless (there is nothing left to retry against).
-    fn remove_fault(&mut self, id: &str, state: FaultState) -> FaultView {
-        let Some(fault) = self.faults.remove(id) else {
-            unreachable!("callers check the id");
-        };
-        let (counters, errors) = match self.namespaces.get_mut(&fault.netns) {
-            Some(namespace) => {
-                let (read, errors) =
-                    namespace.uninstall(&self.home, &fault.installed, &fault.hooks);
-                (read, errors.iter().map(ToString::to_string).collect())
-            }
-            None => (None, Vec::new()),
-        };
-        self.drop_namespace_if_idle(fault.netns);
-        self.forget(fault, state, counters, &errors)
-    }
-
-    /// The bookkeeping after a fault's kernel state is gone: key, journal, view and events.
-    fn forget(
-        &mut self,
-        fault: ActiveFault,
-        state: FaultState,
-        counters: Option<FlCounters>,
-        errors: &[String],
-    ) -> FaultView {
-        let id = fault.id.as_str();
-        if let Some(key) = &fault.key {
-            self.keys.remove(key);
-        }
-        self.pending
-            .push(journal::Entry::FaultGone { id: id.to_owned() });
-        let mut view = self.view_with(&fault, state, counters.unwrap_or_default());
-        view.remaining_ms = 0;
-        let message = (!errors.is_empty()).then(|| errors.join("; "));
-        match &message {
-            Some(m) => tracing::error!(fault_id = %id, error = %m, "fault removed with errors"),
-            None => tracing::info!(fault_id = %id, state = ?state, "fault removed"),
-        }
-        let kind = match state {
-            FaultState::Expired => EventKind::Expired,
-            _ => EventKind::Revoked,
-        };
-        self.emit(kind, view.clone(), None);
-        if let Some(m) = message {
-            self.emit(EventKind::Error, view.clone(), Some(m));
-        }
-        view
-    }
-
-    /// Removes every fault, the kill switch's way: per namespace, the traffic is released
-    /// first (filters detached, qdiscs restored) in one pass, and the maps go with the pins,
-    /// instead of undoing each fault's map entries one by one.
-    fn remove_all(&mut self, state: FaultState) -> Vec<FaultView> {
-        let mut views = Vec::new();
-        let netns_ids: Vec<NetnsId> = self.namespaces.keys().copied().collect();
-        for netns in netns_ids {
-            let ids: Vec<String> = self
-                .faults
-                .values()
-                .filter(|f| f.netns == netns)
-                .map(|f| f.id.clone())
-                .collect();
-            let slots: Vec<u32> = ids
-                .iter()
-                .filter_map(|id| self.faults.get(id))
-                .map(|f| f.installed.slot)
-                .collect();
-            let Some(namespace) = self.namespaces.get_mut(&netns) else {
-                continue;
-            };
-            let (counters, errors) = match namespace.run(&self.home, |ns| ns.teardown(&slots)) {
-                Ok((counters, errors)) => {
-                    (counters, errors.iter().map(ToString::to_string).collect())
-                }
-                Err(e) => (BTreeMap::new(), vec![e.to_string()]),
-            };
-            self.drop_namespace_if_idle(netns);
-            for id in ids {
-                if let Some(fault) = self.faults.remove(&id) {
-                    let read = counters.get(&fault.installed.slot).copied();
-                    views.push(self.forget(fault, state, read, &errors));
-                }
-            }
-        }
-        // Faults of no known namespace cannot be: removed one by one all the same.
-        let rest: Vec<String> = self.faults.keys().cloned().collect();
-        views.extend(rest.iter().map(|id| self.remove_fault(id, state)));
-        views
-    }
-
-    /// A namespace without faults keeps nothing of ours, pins included.
-    fn drop_namespace_if_idle(&mut self, netns: NetnsId) {
-        if self.namespaces.get(&netns).is_some_and(Namespace::is_idle) {
-            if let Some(namespace) = self.namespaces.remove(&netns) {
-                namespace.remove_pins();
-            }
-        }
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -760,6 +504,3 @@ fn mix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
 }
-
-// MAX_FAULTS bounds the slots of one namespace; the agent-wide cap is configurable below it.
-pub const DEFAULT_MAX_FAULTS: usize = MAX_FAULTS as usize;

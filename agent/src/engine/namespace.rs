@@ -1,28 +1,26 @@
-//! One network namespace's share of the engine's state: its datapath (programs and maps), the
-//! trie model, slot allocation, and which devices carry our filters. Every method that touches
-//! the kernel through netlink runs with the thread inside the namespace (`Namespace::run`, or
-//! entered by `install` and `uninstall` when they change filters or qdiscs); map updates and
-//! device lookups work from anywhere.
+//! One network namespace's share of the engine's state: the connections that reach its kernel
+//! (made once, with the thread inside; afterwards they serve from faultd's own namespace),
+//! and each device we attached to, with its attachment id, filters and delay qdiscs. What the
+//! datapath holds for faults (slots, trie entries) is the engine's: it is shared.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, path::Path};
+
+use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
     delay::{DelayClass, DelayQdiscs, DelaySpec},
     journal::DeviceRecord,
+    watch::KernelEvent,
     EngineError,
 };
-use crate::{
-    abi::{FlCounters, FlFault, FlProtectedList, PrefixKey, MAX_FAULTS},
-    fault::plan::{PrefixIndex, TrieChanges},
-    kernel::{
-        bpf::{self, Datapath, Hook},
-        filter, link,
-        netns::Netns,
-        pins, qdisc, DeviceNames, KernelError,
-    },
+use crate::kernel::{
+    bpf::{Datapath, Hook},
+    filter::{self, DATAPATH_PRIORITY, STEER_PRIORITY},
+    link,
+    netns::{Netns, NetnsId},
+    qdisc,
+    rtnl::{Netlink, Notifications},
+    DeviceNames, KernelError,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,12 +29,17 @@ pub struct DeviceKey {
     pub ifindex: u32,
 }
 
-#[derive(Debug, Default)]
-struct Device {
+/// A device we attached to: it carries our filters while it has faults.
+#[derive(Debug)]
+pub struct Device {
+    /// The classid of our filters on it, by which the datapath finds its faults.
+    pub attachment: u32,
+    /// Whether we added its clsact qdisc, and so remove it.
     created_clsact: bool,
     /// Faults using each hook, indexed like `Hook::ALL`.
     hook_users: [usize; 2],
     faults: usize,
+    pub delays: DelayQdiscs,
 }
 
 fn hook_index(hook: Hook) -> usize {
@@ -46,237 +49,67 @@ fn hook_index(hook: Hook) -> usize {
     }
 }
 
+/// (egress, ingress): which sides `hooks` act on.
+pub fn sides(hooks: &[Hook]) -> (bool, bool) {
+    (hooks.contains(&Hook::Egress), hooks.contains(&Hook::Ingress))
+}
+
 #[derive(Debug)]
 pub struct Namespace {
     netns: Netns,
     names: DeviceNames,
-    pin_dir: PathBuf,
-    datapath: Datapath,
-    index: PrefixIndex,
-    free_slots: Vec<u32>,
-    next_slot: u32,
+    nl: Netlink,
+    /// Forwards the namespace's link and tc announcements to the engine.
+    listener: JoinHandle<()>,
     devices: BTreeMap<DeviceKey, Device>,
-    delays: BTreeMap<DeviceKey, DelayQdiscs>,
 }
 
-/// What `install` put in place for one fault; `uninstall` takes it back.
-#[derive(Debug)]
-pub struct Installed {
-    pub device: DeviceKey,
-    pub slot: u32,
-    pub prefixes: Vec<PrefixKey>,
-    pub delay: Option<DelayClass>,
-    /// Whether the device counts this fault (clsact and filters acquired).
-    acquired: bool,
-}
-
-impl Installed {
-    /// A fault a journal describes as installed.
-    pub fn adopted(
-        device: DeviceKey,
-        slot: u32,
-        prefixes: Vec<PrefixKey>,
-        delay: Option<DelayClass>,
-    ) -> Self {
-        Self {
-            device,
-            slot,
-            prefixes,
-            delay,
-            acquired: true,
-        }
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        self.listener.abort();
     }
-}
-
-/// One fault a journal describes, as `Namespace::adopt` takes it.
-pub struct AdoptedFault<'a> {
-    pub installed: &'a Installed,
-    pub hooks: &'a [Hook],
 }
 
 impl Namespace {
-    /// Loads a datapath for the namespace `netns` (the thread's current one) with new maps
-    /// pinned in `pin_dir`; pins left there by a namespace that had the same identity before
-    /// are stale, and go first.
-    pub fn new(
+    /// Connects to `netns`: the thread enters it (from `home`) for as long as that takes.
+    pub fn open(
         netns: Netns,
-        pin_dir: PathBuf,
-        protected: &FlProtectedList,
-    ) -> Result<Self, KernelError> {
-        pins::remove_dir(&pin_dir).map_err(|source| KernelError::Syscall {
-            call: "remove stale pins",
-            source,
-        })?;
-        Self::with_datapath(netns, pin_dir, protected)
-    }
-
-    /// The policy's pass-list is written before any fault can be, and rewritten on adoption,
-    /// so a restart with a new policy protects what the new one names.
-    fn with_datapath(
-        netns: Netns,
-        pin_dir: PathBuf,
-        protected: &FlProtectedList,
-    ) -> Result<Self, KernelError> {
-        let mut datapath = Datapath::load(Some(&pin_dir))?;
-        datapath.set_protected(protected)?;
-        Ok(Self {
-            datapath,
+        home: &Netns,
+        events: mpsc::UnboundedSender<KernelEvent>,
+    ) -> Result<Namespace, KernelError> {
+        let inside = netns.enter(home)?;
+        let names = DeviceNames::here()?;
+        let nl = Netlink::here()?;
+        let notifications = Notifications::here()?;
+        drop(inside);
+        let listener = tokio::spawn(super::watch::forward(netns.id(), notifications, events));
+        Ok(Namespace {
             netns,
-            names: DeviceNames::here()?,
-            pin_dir,
-            index: PrefixIndex::default(),
-            free_slots: Vec::new(),
-            next_slot: 0,
+            names,
+            nl,
+            listener,
             devices: BTreeMap::new(),
-            delays: BTreeMap::new(),
         })
     }
 
-    /// Takes over the namespace from the faultd before: its pinned maps (faults, counters and
-    /// trie stay live throughout), the devices and faults its journal lists, and the filters
-    /// it left attached, which run the same maps. Whatever of ours the journal does not
-    /// list (a fault slot, a trie entry, a filter, a qdisc, an ifb) is removed.
-    pub fn adopt(
-        netns: Netns,
-        pin_dir: PathBuf,
-        devices: &[DeviceRecord],
-        faults: &[AdoptedFault<'_>],
-        protected: &FlProtectedList,
-    ) -> Result<Self, KernelError> {
-        let mut ns = Self::with_datapath(netns, pin_dir, protected)?;
-        for record in devices {
-            let key = DeviceKey {
-                name: record.name.clone(),
-                ifindex: record.ifindex,
-            };
-            let classes: Vec<DelayClass> = faults
-                .iter()
-                .filter(|f| f.installed.device == key)
-                .filter_map(|f| f.installed.delay)
-                .collect();
-            if record.original_root.is_some() || record.ifb.is_some() {
-                let delays =
-                    DelayQdiscs::adopted(record.original_root.clone(), record.ifb, &classes);
-                ns.delays.insert(key.clone(), delays);
-            }
-            ns.devices.insert(
-                key,
-                Device {
-                    created_clsact: record.created_clsact,
-                    ..Device::default()
-                },
-            );
-        }
-        let mut used = BTreeSet::new();
-        for fault in faults {
-            let installed = fault.installed;
-            // A prefix overflow cannot happen for faults that fitted before.
-            let _ = ns.index.insert(installed.slot, &installed.prefixes);
-            used.insert(installed.slot);
-            let device = ns.devices.entry(installed.device.clone()).or_default();
-            device.faults += 1;
-            for &hook in fault.hooks {
-                device.hook_users[hook_index(hook)] += 1;
-            }
-        }
-        ns.next_slot = used.last().map_or(0, |last| last + 1);
-        ns.free_slots = (0..ns.next_slot).filter(|s| !used.contains(s)).collect();
-        ns.sweep(&used)?;
-        Ok(ns)
-    }
-
-    /// Removes every object of ours in the namespace that the model does not account for.
-    fn sweep(&mut self, used_slots: &BTreeSet<u32>) -> Result<(), KernelError> {
-        for slot in self.datapath.live_slots(0)? {
-            if !used_slots.contains(&slot) {
-                self.datapath.write_fault(slot, &FlFault::default())?;
-            }
-        }
-        let entries = self.index.entries();
-        for (key, candidates) in &entries {
-            self.datapath.set_prefix(key, candidates)?;
-        }
-        let wanted: BTreeSet<PrefixKey> = entries.iter().map(|(key, _)| *key).collect();
-        for key in self.datapath.prefix_keys()? {
-            if !wanted.contains(&key) {
-                self.datapath.delete_prefix(&key)?;
-            }
-        }
-        let attached: BTreeSet<u32> = self.devices.keys().map(|d| d.ifindex).collect();
-        let ifbs: BTreeMap<u32, &DelayQdiscs> = self
-            .delays
-            .values()
-            .filter_map(|d| Some((d.ifb()?, d)))
-            .collect();
-        let rooted: BTreeMap<u32, &DelayQdiscs> = self
-            .delays
-            .iter()
-            .filter(|(_, d)| d.original_root().is_some())
-            .map(|(key, d)| (key.ifindex, d))
-            .collect();
-        for (ifindex, name) in link::list_links()? {
-            if link::is_our_ifb(&name) {
-                match ifbs.get(&ifindex) {
-                    Some(delays) => remove_unlisted_classes(ifindex, delays)?,
-                    None => link::delete_link(ifindex)?,
-                }
-                continue;
-            }
-            if !attached.contains(&ifindex) {
-                remove_unlisted_filters(ifindex, &name)?;
-            }
-            if qdisc::root_is_ours(ifindex)? {
-                match rooted.get(&ifindex) {
-                    Some(delays) => remove_unlisted_classes(ifindex, delays)?,
-                    None => qdisc::delete_root(ifindex)?,
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes the namespace's pins (its maps go when the last program using them does).
-    pub fn remove_pins(&self) {
-        if let Err(e) = pins::remove_dir(&self.pin_dir) {
-            tracing::warn!(dir = %self.pin_dir.display(), error = %e, "cannot remove pins");
-        }
-    }
-
-    /// The devices as the journal records them.
-    pub fn device_records(&self) -> Vec<DeviceRecord> {
-        self.devices
-            .iter()
-            .map(|(key, device)| {
-                let delays = self.delays.get(key);
-                DeviceRecord {
-                    name: key.name.clone(),
-                    ifindex: key.ifindex,
-                    created_clsact: device.created_clsact,
-                    original_root: delays.and_then(|d| d.original_root().cloned()),
-                    ifb: delays.and_then(DelayQdiscs::ifb),
-                }
-            })
-            .collect()
-    }
-
-    /// Moves a fault's kernel deadline.
-    pub fn set_deadline(&mut self, slot: u32, deadline_ns: u64) -> Result<(), KernelError> {
-        let mut value = self.datapath.read_fault(slot)?;
-        value.deadline_ns = deadline_ns;
-        self.datapath.write_fault(slot, &value)
+    pub fn id(&self) -> NetnsId {
+        self.netns.id()
     }
 
     pub fn path(&self) -> &Path {
         self.netns.path()
     }
 
-    pub fn run<T>(
-        &mut self,
-        home: &Netns,
-        f: impl FnOnce(&mut Self) -> T,
-    ) -> Result<T, EngineError> {
-        let _inside = self.netns.enter(home)?;
-        Ok(f(self))
+
+
+    /// Listens again, after the announcements' socket failed.
+    pub fn relisten(&mut self, home: &Netns, events: mpsc::UnboundedSender<KernelEvent>) -> Result<(), KernelError> {
+        let inside = self.netns.enter(home)?;
+        let notifications = Notifications::here()?;
+        drop(inside);
+        self.listener.abort();
+        self.listener = tokio::spawn(super::watch::forward(self.id(), notifications, events));
+        Ok(())
     }
 
     /// `dev`'s ifindex in this namespace, looked up from any thread.
@@ -284,290 +117,99 @@ impl Namespace {
         self.names.ifindex(dev)
     }
 
-    /// How many faults use our filter on `dev` at `hook`.
-    pub fn hook_users(&self, dev: &str, ifindex: u32, hook: Hook) -> usize {
-        let key = DeviceKey {
-            name: dev.to_owned(),
-            ifindex,
-        };
-        self.devices
-            .get(&key)
-            .map_or(0, |state| state.hook_users[hook_index(hook)])
-    }
-
-    /// Refuses what `DelayQdiscs::check_mix` refuses, before anything is changed.
-    pub fn check_delay_mix(
-        &self,
-        dev: &str,
-        ifindex: u32,
-        hooks: &[Hook],
-        spec: &DelaySpec,
-    ) -> Result<(), KernelError> {
-        let key = DeviceKey {
-            name: dev.to_owned(),
-            ifindex,
-        };
-        match self.delays.get(&key) {
-            Some(delays) => delays.check_mix(sides(hooks), spec),
-            None => Ok(()),
-        }
-    }
-
-    /// Whether our htb is `dev`'s root, and our ifb for its ingress.
-    pub fn delay_state(&self, dev: &str, ifindex: u32) -> (bool, Option<u32>) {
-        let key = DeviceKey {
-            name: dev.to_owned(),
-            ifindex,
-        };
-        self.delays.get(&key).map_or((false, None), |delays| {
-            (delays.original_root().is_some(), delays.ifb())
-        })
-    }
-
     pub fn is_idle(&self) -> bool {
-        self.devices.is_empty() && self.delays.is_empty()
+        self.devices.is_empty()
     }
 
-    pub fn read_counters(&self, slot: u32) -> Result<FlCounters, KernelError> {
-        self.datapath.read_counters(slot)
+    pub fn devices(&self) -> impl Iterator<Item = (&DeviceKey, &Device)> {
+        self.devices.iter()
     }
 
-    /// Installs one fault on `dev`: all of it, or (on error) none of it. `netem` carries the
-    /// netem qdisc options of a delay fault. The thread enters the namespace (and comes back
-    /// to `home`) only when filters or qdiscs change.
-    pub fn install(
-        &mut self,
-        home: &Netns,
-        dev: &str,
-        hooks: &[Hook],
-        value: FlFault,
-        delay: Option<&DelaySpec>,
-        prefixes_for: impl FnOnce(u32) -> Vec<PrefixKey>,
-    ) -> Result<Installed, EngineError> {
-        let device = DeviceKey {
-            name: dev.to_owned(),
-            ifindex: self.names.ifindex(dev)?,
-        };
-        let _inside = if delay.is_some() || self.attaches(&device, hooks) {
-            Some(self.netns.enter(home)?)
-        } else {
-            None
-        };
-        let slot = self.alloc_slot()?;
-        let prefixes = prefixes_for(device.ifindex);
-        let changes = match self.index.insert(slot, &prefixes) {
-            Ok(changes) => changes,
-            Err(e) => {
-                self.free_slots.push(slot);
-                return Err(e.into());
-            }
-        };
-        let mut installed = Installed {
-            device,
-            slot,
-            prefixes,
-            delay: None,
-            acquired: false,
-        };
-        if let Err(e) = self.install_kernel(&mut installed, hooks, value, delay, &changes) {
-            self.undo_install(&installed, hooks);
-            return Err(e);
-        }
-        Ok(installed)
+    pub fn device(&self, key: &DeviceKey) -> Option<&Device> {
+        self.devices.get(key)
     }
 
-    fn undo_install(&mut self, installed: &Installed, hooks: &[Hook]) {
-        let (_, errors) = self.uninstall_here(installed, hooks);
-        for undo_error in errors {
-            tracing::error!(error = %undo_error, "rolling back a failed apply");
-        }
-    }
-
-    /// The device's filters (and a delay fault's qdiscs, whose class the fault names), then
-    /// the fault's slot, then the trie entries that make the slot visible to packets.
-    fn install_kernel(
-        &mut self,
-        installed: &mut Installed,
-        hooks: &[Hook],
-        mut value: FlFault,
-        delay: Option<&DelaySpec>,
-        changes: &TrieChanges,
-    ) -> Result<(), EngineError> {
-        if let Some(spec) = delay {
-            if let Some(delays) = self.delays.get(&installed.device) {
-                delays.check_mix(sides(hooks), spec)?;
-            }
-        }
-        self.acquire_device(&installed.device, hooks, &mut installed.acquired)?;
-        if let Some(spec) = delay {
-            let delays = self.delays.entry(installed.device.clone()).or_default();
-            let ifindex = installed.device.ifindex;
-            let class = delays.add(&self.datapath, ifindex, sides(hooks), spec)?;
-            value.action.class_id = qdisc::class_handle(class.minor);
-            installed.delay = Some(class);
-        }
-        self.datapath.reset_counters(installed.slot)?;
-        self.datapath.write_fault(installed.slot, &value)?;
-        if let Some(e) = self.write_trie(changes).into_iter().next() {
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
-    /// Whether a fault on `device` at `hooks` needs a filter attached.
-    fn attaches(&self, device: &DeviceKey, hooks: &[Hook]) -> bool {
-        self.devices.get(device).is_none_or(|state| {
-            hooks
-                .iter()
-                .any(|&hook| state.hook_users[hook_index(hook)] == 0)
-        })
-    }
-
-    /// Whether removing a fault on `device` at `hooks` detaches a filter or clsact.
-    fn releases(&self, device: &DeviceKey, hooks: &[Hook]) -> bool {
-        self.devices.get(device).is_some_and(|state| {
-            state.faults <= 1
-                || hooks
-                    .iter()
-                    .any(|&hook| state.hook_users[hook_index(hook)] <= 1)
-        })
-    }
-
-    /// Removes one fault; returns its final counters and every error met on the way. Enters
-    /// the namespace only when filters or qdiscs change.
-    pub fn uninstall(
-        &mut self,
-        home: &Netns,
-        installed: &Installed,
-        hooks: &[Hook],
-    ) -> (Option<FlCounters>, Vec<KernelError>) {
-        let netlink = installed.delay.is_some()
-            || (installed.acquired && self.releases(&installed.device, hooks));
-        let _inside = if netlink {
-            match self.netns.enter(home) {
-                Ok(inside) => Some(inside),
-                Err(e) => return (None, vec![e]),
-            }
-        } else {
-            None
-        };
-        self.uninstall_here(installed, hooks)
-    }
-
-    /// `uninstall` with the thread already where netlink calls must be made, or none needed;
-    /// also takes back what a failed install got done.
-    fn uninstall_here(
-        &mut self,
-        installed: &Installed,
-        hooks: &[Hook],
-    ) -> (Option<FlCounters>, Vec<KernelError>) {
-        let Installed {
-            device,
-            slot,
-            prefixes,
-            delay,
-            acquired,
-        } = installed;
-        let changes = self.index.remove(*slot, prefixes);
-        let mut errors = self.write_trie(&changes);
-        let counters = self
-            .datapath
-            .read_counters(*slot)
-            .map_err(|e| errors.push(e))
-            .ok();
-        errors.extend(self.datapath.write_fault(*slot, &FlFault::default()).err());
-        self.free_slots.push(*slot);
-        if let Some(class) = delay {
-            if let Some(delays) = self.delays.get_mut(device) {
-                errors.extend(delays.remove(device.ifindex, class));
-                if delays.is_idle() {
-                    self.delays.remove(device);
-                }
-            }
-        }
-        if *acquired {
-            errors.extend(self.release_device(device, hooks));
-        }
-        (counters, errors)
-    }
-
-    /// Removes every fault of the namespace at once; returns the final counters of `slots` and
-    /// every error met. Traffic is released first; the model ends empty (idle), and the maps
-    /// are left to go with the pins.
-    pub fn teardown(&mut self, slots: &[u32]) -> (BTreeMap<u32, FlCounters>, Vec<KernelError>) {
-        let mut errors = Vec::new();
-        let names = &self.names;
-        let present = |device: &DeviceKey| names.ifindex(&device.name).ok() == Some(device.ifindex);
-        for (device, state) in &self.devices {
-            if !present(device) {
-                continue;
-            }
-            for hook in Hook::ALL {
-                if state.hook_users[hook_index(hook)] > 0 {
-                    errors.extend(bpf::detach(device.ifindex, hook).err());
-                }
-            }
-        }
-        for (device, delays) in &mut self.delays {
-            errors.extend(delays.teardown(device.ifindex));
-        }
-        self.delays.clear();
-        let counters = slots
+    /// The device (ours) whose ifindex, or whose ifb's, is `ifindex`.
+    pub fn device_of(&self, ifindex: u32) -> Option<&DeviceKey> {
+        self.devices
             .iter()
-            .filter_map(|&slot| Some((slot, self.datapath.read_counters(slot).ok()?)))
-            .collect();
-        for (device, state) in std::mem::take(&mut self.devices) {
-            if state.created_clsact && present(&device) {
-                errors.extend(remove_clsact_if_unused(device.ifindex).err());
+            .find(|(key, device)| key.ifindex == ifindex || device.delays.ifb() == Some(ifindex))
+            .map(|(key, _)| key)
+    }
+
+    /// How many faults use our filter on `device` at `hook`.
+    pub fn hook_users(&self, device: &DeviceKey, hook: Hook) -> usize {
+        self.devices
+            .get(device)
+            .map_or(0, |d| d.hook_users[hook_index(hook)])
+    }
+
+    /// The devices as the journal records them.
+    pub fn device_records(&self) -> Vec<DeviceRecord> {
+        self.devices
+            .iter()
+            .map(|(key, device)| DeviceRecord {
+                name: key.name.clone(),
+                ifindex: key.ifindex,
+                attachment: device.attachment,
+                created_clsact: device.created_clsact,
+                original_root: device.delays.original_root().cloned(),
+                ifb: device.delays.ifb(),
+            })
+            .collect()
+    }
+
+    /// A device a journal describes, with its delay classes (and their netem options).
+    pub fn adopt_device(&mut self, record: &DeviceRecord, classes: Vec<(DelayClass, Vec<u8>)>) {
+        let key = DeviceKey {
+            name: record.name.clone(),
+            ifindex: record.ifindex,
+        };
+        let delays = DelayQdiscs::adopted(record.original_root.clone(), record.ifb, classes);
+        self.devices.insert(
+            key,
+            Device {
+                attachment: record.attachment,
+                created_clsact: record.created_clsact,
+                hook_users: [0; 2],
+                faults: 0,
+                delays,
+            },
+        );
+    }
+
+    /// Counts an adopted fault on its device.
+    pub fn count_adopted(&mut self, device: &DeviceKey, hooks: &[Hook]) {
+        if let Some(state) = self.devices.get_mut(device) {
+            state.faults += 1;
+            for &hook in hooks {
+                state.hook_users[hook_index(hook)] += 1;
             }
         }
-        self.index = PrefixIndex::default();
-        self.free_slots.clear();
-        self.next_slot = 0;
-        (counters, errors)
     }
 
-    fn alloc_slot(&mut self) -> Result<u32, EngineError> {
-        if let Some(slot) = self.free_slots.pop() {
-            return Ok(slot);
-        }
-        if self.next_slot >= MAX_FAULTS {
-            return Err(EngineError::TooManyFaults {
-                max: MAX_FAULTS as usize,
-            });
-        }
-        self.next_slot += 1;
-        Ok(self.next_slot - 1)
-    }
-
-    fn write_trie(&mut self, changes: &TrieChanges) -> Vec<KernelError> {
-        let mut errors = Vec::new();
-        for (key, value) in &changes.set {
-            errors.extend(self.datapath.set_prefix(key, value).err());
-        }
-        for key in &changes.delete {
-            errors.extend(self.datapath.delete_prefix(key).err());
-        }
-        errors
-    }
-
-    /// Counts one more fault on `device`, adding clsact and our filters where missing.
-    /// `counted` turns true as soon as the device counts the fault, so that a rollback
-    /// releases exactly what was acquired.
-    fn acquire_device(
+    /// Counts one more fault on `device`, adding clsact and our filters where missing; a new
+    /// device takes `attachment`. Returns the device's attachment. `counted` turns true as
+    /// soon as the device counts the fault, so that a rollback releases exactly what was
+    /// acquired.
+    pub async fn acquire(
         &mut self,
+        datapath: &Datapath,
         device: &DeviceKey,
+        attachment: u32,
         hooks: &[Hook],
         counted: &mut bool,
-    ) -> Result<(), KernelError> {
-        let first = !self.devices.contains_key(device);
-        if first {
-            let created_clsact = filter::add_clsact(device.ifindex)?;
+    ) -> Result<u32, KernelError> {
+        if !self.devices.contains_key(device) {
+            let created_clsact = filter::add_clsact(&self.nl, device.ifindex).await?;
             self.devices.insert(
                 device.clone(),
                 Device {
+                    attachment,
                     created_clsact,
-                    ..Device::default()
+                    hook_users: [0; 2],
+                    faults: 0,
+                    delays: DelayQdiscs::default(),
                 },
             );
         }
@@ -576,30 +218,26 @@ impl Namespace {
         };
         state.faults += 1;
         *counted = true;
-        if first {
-            // An earlier faultd may have left its filters on a hook we will not use.
-            for hook in Hook::ALL {
-                bpf::detach(device.ifindex, hook)?;
-            }
-        }
         for &hook in hooks {
             if state.hook_users[hook_index(hook)] == 0 {
-                // Count the user only once attached, so a rollback does not detach twice.
-                self.datapath.attach(device.ifindex, hook)?;
+                // Replaces a filter of ours an earlier faultd may have left there.
+                let filter = datapath.filter(hook, state.attachment)?;
+                filter::attach(&self.nl, device.ifindex, hook, &filter).await?;
             }
+            // Counted once attached, so a rollback does not detach what is not there.
             state.hook_users[hook_index(hook)] += 1;
         }
-        Ok(())
+        Ok(state.attachment)
     }
 
-    /// The inverse of `acquire_device`, tolerant of a half-done acquire and of a device that
-    /// disappeared (its filters went with it).
-    fn release_device(&mut self, device: &DeviceKey, hooks: &[Hook]) -> Vec<KernelError> {
+    /// The inverse of `acquire`, tolerant of a half-done acquire and of a device that
+    /// disappeared (its filters went with it). Returns every error met.
+    pub async fn release(&mut self, device: &DeviceKey, hooks: &[Hook]) -> Vec<KernelError> {
         let mut errors = Vec::new();
+        let present = self.present(device);
         let Some(state) = self.devices.get_mut(device) else {
             return errors;
         };
-        let present = self.names.ifindex(&device.name).ok() == Some(device.ifindex);
         state.faults = state.faults.saturating_sub(1);
         for &hook in hooks {
             let users = &mut state.hook_users[hook_index(hook)];
@@ -608,77 +246,274 @@ impl Namespace {
             }
             *users -= 1;
             if *users == 0 && present {
-                errors.extend(bpf::detach(device.ifindex, hook).err());
+                let detached = filter::detach(&self.nl, device.ifindex, hook, DATAPATH_PRIORITY);
+                errors.extend(detached.await.err());
             }
         }
         if state.faults == 0 {
             let created_clsact = state.created_clsact;
-            self.devices.remove(device);
+            let mut gone = self.devices.remove(device);
+            if let Some(gone) = &mut gone {
+                // Left by a half-done delay apply, at most.
+                errors.extend(gone.delays.teardown(&self.nl, device.ifindex).await);
+            }
             if present && created_clsact {
-                errors.extend(remove_clsact_if_unused(device.ifindex).err());
+                errors.extend(remove_clsact_if_unused(&self.nl, device.ifindex).await.err());
             }
         }
         errors
     }
+
+    /// Whether `device` is still this namespace's device of that name.
+    fn present(&self, device: &DeviceKey) -> bool {
+        self.names.ifindex(&device.name).ok() == Some(device.ifindex)
+    }
+
+    /// Adds a delay fault's class on `device` (acquired already), and the steering filter
+    /// when its ingress needs a new ifb.
+    pub async fn add_delay(
+        &mut self,
+        datapath: &Datapath,
+        device: &DeviceKey,
+        hooks: &[Hook],
+        spec: &DelaySpec,
+    ) -> Result<DelayClass, EngineError> {
+        let Some(state) = self.devices.get_mut(device) else {
+            unreachable!("acquired before");
+        };
+        let had_ifb = state.delays.ifb().is_some();
+        let class = state
+            .delays
+            .add(&self.nl, device.ifindex, sides(hooks), spec)
+            .await?;
+        if let (false, Some(ifb)) = (had_ifb, state.delays.ifb()) {
+            let attached = match datapath.steer_filter(ifb) {
+                Ok(steer) => filter::attach(&self.nl, device.ifindex, Hook::Ingress, &steer).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = attached {
+                for undo in state.delays.remove(&self.nl, device.ifindex, &class).await {
+                    tracing::error!(error = %undo, "rolling back a failed delay class");
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(class)
+    }
+
+    /// Removes a delay fault's class; the last ingress one takes the steering filter and the
+    /// ifb with it.
+    pub async fn remove_delay(&mut self, device: &DeviceKey, class: &DelayClass) -> Vec<KernelError> {
+        let mut errors = Vec::new();
+        let Some(state) = self.devices.get_mut(device) else {
+            return errors;
+        };
+        let last_ingress = class.ingress
+            && state.delays.ifb().is_some()
+            && !state.delays.has_other_ingress(class.minor);
+        if last_ingress {
+            // Packets stop going to the ifb before it goes.
+            let detached = filter::detach(&self.nl, device.ifindex, Hook::Ingress, STEER_PRIORITY);
+            errors.extend(detached.await.err());
+        }
+        errors.extend(state.delays.remove(&self.nl, device.ifindex, class).await);
+        errors
+    }
+
+    /// Refuses what `DelayQdiscs::check_mix` refuses, before anything is changed.
+    pub fn check_delay_mix(
+        &self,
+        device: &DeviceKey,
+        hooks: &[Hook],
+        spec: &DelaySpec,
+    ) -> Result<(), KernelError> {
+        match self.devices.get(device) {
+            Some(state) => state.delays.check_mix(sides(hooks), spec),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes every object of ours from the namespace's devices at once: the traffic is
+    /// released (filters detached, qdiscs restored, ifbs deleted, clsacts ours removed), and
+    /// the model ends empty. Returns every error met.
+    pub async fn teardown(&mut self) -> Vec<KernelError> {
+        let mut errors = Vec::new();
+        for (device, mut state) in std::mem::take(&mut self.devices) {
+            if !self.present(&device) {
+                // Gone with everything on it, but for our ifb.
+                if let Some(ifb) = state.delays.ifb() {
+                    errors.extend(link::delete_link(&self.nl, ifb).await.err());
+                }
+                continue;
+            }
+            for hook in Hook::ALL {
+                if state.hook_users[hook_index(hook)] > 0 {
+                    let detached = filter::detach(&self.nl, device.ifindex, hook, DATAPATH_PRIORITY);
+                    errors.extend(detached.await.err());
+                }
+            }
+            if state.delays.ifb().is_some() {
+                let detached = filter::detach(&self.nl, device.ifindex, Hook::Ingress, STEER_PRIORITY);
+                errors.extend(detached.await.err());
+            }
+            errors.extend(state.delays.teardown(&self.nl, device.ifindex).await);
+            if state.created_clsact {
+                errors.extend(remove_clsact_if_unused(&self.nl, device.ifindex).await.err());
+            }
+        }
+        errors
+    }
+
+    /// Forgets a device that is gone (deleted, or moved to another namespace): its filters and
+    /// qdiscs went with it; our ifb for it did not. Returns every error met.
+    pub async fn forget_device(&mut self, device: &DeviceKey) -> Vec<KernelError> {
+        let mut errors = Vec::new();
+        if let Some(state) = self.devices.remove(device) {
+            if let Some(ifb) = state.delays.ifb() {
+                errors.extend(link::delete_link(&self.nl, ifb).await.err());
+            }
+        }
+        errors
+    }
+
+    /// Puts back what someone else removed from `device`: clsact, our filters, our delay
+    /// qdiscs and ifb. Returns what was put back, described; nothing when all was there.
+    pub async fn repair(
+        &mut self,
+        datapath: &Datapath,
+        device: &DeviceKey,
+    ) -> Result<Vec<String>, KernelError> {
+        let dev = device.name.as_str();
+        let Some(state) = self.devices.get_mut(device) else {
+            return Ok(Vec::new());
+        };
+        let mut put_back = Vec::new();
+        let had_ifb = state.delays.ifb();
+        put_back.extend(state.delays.repair(&self.nl, device.ifindex).await?);
+        let mut wanted: Vec<(Hook, u16)> = Hook::ALL
+            .into_iter()
+            .filter(|&hook| state.hook_users[hook_index(hook)] > 0)
+            .map(|hook| (hook, DATAPATH_PRIORITY))
+            .collect();
+        if state.delays.needs_ifb() {
+            wanted.push((Hook::Ingress, STEER_PRIORITY));
+        }
+        let mut missing = Vec::new();
+        for hook in Hook::ALL {
+            let listed = filter::filters(&self.nl, device.ifindex, hook).await?;
+            for &(wanted_hook, priority) in &wanted {
+                let there = listed.iter().any(|f| f.ours && f.priority == priority);
+                if wanted_hook == hook && !there {
+                    missing.push((hook, priority));
+                }
+            }
+        }
+        // A new ifb needs its steering filter pointed at it.
+        if state.delays.ifb() != had_ifb && state.delays.needs_ifb() {
+            missing.push((Hook::Ingress, STEER_PRIORITY));
+        }
+        missing.dedup();
+        if !missing.is_empty() && filter::add_clsact(&self.nl, device.ifindex).await? {
+            // Ours now, to remove with the last fault.
+            state.created_clsact = true;
+            put_back.push(format!("the clsact qdisc of {dev}"));
+        }
+        for (hook, priority) in missing {
+            let filter = match (priority, state.delays.ifb()) {
+                (STEER_PRIORITY, Some(ifb)) => datapath.steer_filter(ifb)?,
+                _ => datapath.filter(hook, state.attachment)?,
+            };
+            filter::attach(&self.nl, device.ifindex, hook, &filter).await?;
+            put_back.push(format!("{} on {dev} {}", filter.name, hook.name()));
+        }
+        Ok(put_back)
+    }
 }
 
-/// (egress, ingress): which sides `hooks` act on.
-fn sides(hooks: &[Hook]) -> (bool, bool) {
-    (
-        hooks.contains(&Hook::Egress),
-        hooks.contains(&Hook::Ingress),
-    )
-}
-
-fn remove_clsact_if_unused(ifindex: u32) -> Result<(), KernelError> {
+async fn remove_clsact_if_unused(nl: &Netlink, ifindex: u32) -> Result<(), KernelError> {
     let mut foreign = 0;
     for hook in Hook::ALL {
-        foreign += filter::filters(ifindex, hook)?.foreign;
+        foreign += filter::filters(nl, ifindex, hook)
+            .await?
+            .iter()
+            .filter(|f| !f.ours)
+            .count();
     }
     if foreign == 0 {
-        filter::delete_clsact(ifindex)?;
+        filter::delete_clsact(nl, ifindex).await?;
     }
     Ok(())
 }
 
-/// Detaches filters of ours nobody accounts for; a clsact that held nothing else goes too,
-/// as whoever added it (a faultd whose journal was lost) cannot be told.
-fn remove_unlisted_filters(ifindex: u32, name: &str) -> Result<(), KernelError> {
+/// Removes every object of ours in the namespace that `listed` does not account for: filters
+/// on devices not listed, ifbs, htb roots and classes. A clsact that held nothing else goes
+/// too, as whoever added it (a faultd whose journal was lost) cannot be told.
+pub async fn sweep(
+    nl: &Netlink,
+    listed: &BTreeMap<DeviceKey, Device>,
+) -> Result<(), KernelError> {
+    let attached: Vec<u32> = listed.keys().map(|d| d.ifindex).collect();
+    let ifbs: BTreeMap<u32, &Device> = listed
+        .values()
+        .filter_map(|d| Some((d.delays.ifb()?, d)))
+        .collect();
+    let rooted: BTreeMap<u32, &Device> = listed
+        .iter()
+        .filter(|(_, d)| d.delays.original_root().is_some())
+        .map(|(key, d)| (key.ifindex, d))
+        .collect();
+    for (ifindex, name) in link::list_links(nl).await? {
+        if link::is_our_ifb(&name) {
+            match ifbs.get(&ifindex) {
+                Some(device) => remove_unlisted_classes(nl, ifindex, device).await?,
+                None => link::delete_link(nl, ifindex).await?,
+            }
+            continue;
+        }
+        if !attached.contains(&ifindex) {
+            remove_unlisted_filters(nl, ifindex, &name).await?;
+        }
+        if qdisc::root_is_ours(nl, ifindex).await? {
+            match rooted.get(&ifindex) {
+                Some(device) => remove_unlisted_classes(nl, ifindex, device).await?,
+                None => qdisc::delete_root(nl, ifindex).await?,
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Namespace {
+    /// `sweep` of this namespace against its own devices.
+    pub async fn sweep(&self) -> Result<(), KernelError> {
+        sweep(&self.nl, &self.devices).await
+    }
+}
+
+async fn remove_unlisted_filters(nl: &Netlink, ifindex: u32, name: &str) -> Result<(), KernelError> {
     let mut ours = 0;
     for hook in Hook::ALL {
-        ours += filter::filters(ifindex, hook)?.ours;
+        ours += filter::filters(nl, ifindex, hook)
+            .await?
+            .iter()
+            .filter(|f| f.ours)
+            .count();
     }
     if ours == 0 {
         return Ok(());
     }
     tracing::info!(dev = name, "removing filters no fault accounts for");
     for hook in Hook::ALL {
-        bpf::detach(ifindex, hook)?;
+        filter::detach(nl, ifindex, hook, DATAPATH_PRIORITY).await?;
     }
-    bpf::detach_steer(ifindex)?;
-    remove_clsact_if_unused(ifindex)
+    filter::detach(nl, ifindex, Hook::Ingress, STEER_PRIORITY).await?;
+    remove_clsact_if_unused(nl, ifindex).await
 }
 
-fn remove_unlisted_classes(ifindex: u32, delays: &DelayQdiscs) -> Result<(), KernelError> {
-    for minor in qdisc::delay_classes(ifindex)? {
-        if !delays.has_minor(minor) {
-            qdisc::delete_delay_class(ifindex, minor)?;
-        }
-    }
-    Ok(())
-}
-
-/// Removes every object of ours from the thread's namespace: for a namespace no journal
-/// accounts for.
-pub fn sweep_unaccounted() -> Result<(), KernelError> {
-    for (ifindex, name) in link::list_links()? {
-        if link::is_our_ifb(&name) {
-            link::delete_link(ifindex)?;
-            continue;
-        }
-        remove_unlisted_filters(ifindex, &name)?;
-        if qdisc::root_is_ours(ifindex)? {
-            qdisc::delete_root(ifindex)?;
+async fn remove_unlisted_classes(nl: &Netlink, ifindex: u32, device: &Device) -> Result<(), KernelError> {
+    for (minor, _) in qdisc::delay_classes(nl, ifindex).await? {
+        if !device.delays.has_minor(minor) {
+            qdisc::delete_delay_class(nl, ifindex, minor).await?;
         }
     }
     Ok(())

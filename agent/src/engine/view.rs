@@ -1,9 +1,9 @@
 //! How the engine reports a fault: its view (spec, times, counters read from the kernel) and
 //! the events `watch` streams.
 
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
-use super::{unix_ms, ActiveFault, Engine};
+use super::{deadline::unix_ms, ActiveFault, Engine};
 use crate::{
     abi::{FlCounters, DIR_EGRESS, DIR_INGRESS},
     proto::{Counters, DirectionCounters, Event, EventKind, FaultState, FaultView, Lease},
@@ -11,9 +11,8 @@ use crate::{
 
 impl Engine {
     fn counters_of(&self, fault: &ActiveFault) -> FlCounters {
-        self.namespaces
-            .get(&fault.netns)
-            .and_then(|ns| ns.read_counters(fault.installed.slot).ok())
+        self.datapath
+            .read_counters(fault.installed.slot)
             .unwrap_or_default()
     }
 
@@ -33,7 +32,7 @@ impl Engine {
             dropped_packets: c.dropped_packets[d],
             dropped_bytes: c.dropped_bytes[d],
         };
-        let remaining = fault.deadline.saturating_duration_since(Instant::now());
+        let remaining = fault.deadline.remaining();
         FaultView {
             id: fault.id.clone(),
             key: fault.key.clone(),
@@ -41,7 +40,7 @@ impl Engine {
             state,
             fault: fault.wire.clone(),
             applied_at_unix_ms: unix_ms(fault.applied_at),
-            expires_at_unix_ms: unix_ms(fault.expires_at),
+            expires_at_unix_ms: unix_ms(fault.deadline.wall),
             remaining_ms: remaining.as_millis() as u64,
             counters: Counters {
                 egress: dir(DIR_EGRESS),

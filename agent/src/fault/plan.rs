@@ -146,12 +146,13 @@ pub fn protected_list(targets: &[ProtectedTarget]) -> Result<FlProtectedList, To
     Ok(list)
 }
 
-/// The trie keys for a fault on one device: its remote CIDRs, or every address.
-pub fn prefix_keys(spec: &FaultSpec, ifindex: u32) -> Vec<PrefixKey> {
+/// The trie keys for a fault under one attachment (its device): its remote CIDRs, or every
+/// address.
+pub fn prefix_keys(spec: &FaultSpec, attachment: u32) -> Vec<PrefixKey> {
     let dst = &spec.target.matcher.dst;
     if dst.is_empty() {
         return vec![PrefixKey {
-            ifindex,
+            attachment,
             addr: [0; 16],
             len: 0,
         }];
@@ -160,7 +161,7 @@ pub fn prefix_keys(spec: &FaultSpec, ifindex: u32) -> Vec<PrefixKey> {
         .iter()
         .map(|cidr| {
             let (addr, len) = cidr.to_mapped_v6();
-            PrefixKey::new(ifindex, addr, len)
+            PrefixKey::new(attachment, addr, len)
         })
         .collect();
     keys.sort();
@@ -262,7 +263,7 @@ impl PrefixIndex {
     /// The slots of every key containing `key`: its ancestors, one lookup per prefix length.
     fn candidates(&self, key: &PrefixKey) -> Result<FlCandidates, TooManyOverlapping> {
         let slots: BTreeSet<u32> = (0..=key.len)
-            .filter_map(|len| self.owners.get(&PrefixKey::new(key.ifindex, key.addr, len)))
+            .filter_map(|len| self.owners.get(&PrefixKey::new(key.attachment, key.addr, len)))
             .flat_map(|slots| slots.iter().copied())
             .collect();
         if slots.len() > MAX_CANDIDATES {
@@ -303,7 +304,7 @@ mod tests {
     fn key(cidr: &str) -> PrefixKey {
         let (addr, len) = cidr.parse::<Cidr>().expect("cidr").to_mapped_v6();
         PrefixKey {
-            ifindex: 7,
+            attachment: 7,
             addr,
             len,
         }
@@ -353,7 +354,7 @@ mod tests {
     fn candidates_include_enclosing_prefixes() {
         let mut index = PrefixIndex::default();
         let any = PrefixKey {
-            ifindex: 7,
+            attachment: 7,
             addr: [0; 16],
             len: 0,
         };
@@ -368,7 +369,7 @@ mod tests {
         assert_eq!(slots(&by_key[&key("10.0.0.0/8")]), vec![1, 3]);
         // Another device is untouched.
         let other = PrefixKey {
-            ifindex: 8,
+            attachment: 8,
             ..key("10.0.0.0/24")
         };
         assert_eq!(
@@ -401,7 +402,7 @@ mod tests {
         assert_eq!(
             prefix_keys(&s, 3),
             vec![PrefixKey {
-                ifindex: 3,
+                attachment: 3,
                 addr: [0; 16],
                 len: 0
             }]

@@ -1,30 +1,40 @@
-//! The eBPF datapath of one network namespace: the loaded programs and their maps. Their
-//! filters on devices are `filter`'s (legacy tc cls_bpf, direct action; see ebpf/faults.bpf.c
-//! for why not TCX). Callers must be inside the namespace (see `netns::Netns::run`).
+//! The eBPF datapath: its programs, loaded and verified once for the agent, and the maps every
+//! namespace and device share. A device is attached with `filter`'s cls_bpf filters (legacy
+//! tc, direct action; see ebpf/faults.bpf.c for why not TCX), whose classid is the
+//! attachment the program looks its faults up by.
 //!
 //! Filters outlive faultd on purpose: a netlink filter holds its program and maps, so a fault
 //! keeps its effect, and its kernel-side deadline, if faultd is killed.
 
+use std::{
+    fs,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    path::Path,
+};
+
 use aya::{
-    maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray, PerCpuValues},
+    maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues},
     programs::SchedClassifier,
     util::nr_cpus,
     Ebpf, EbpfLoader,
 };
-use std::{os::fd::AsFd, path::Path};
 
 use super::{
-    filter::{self, BpfFilter, DATAPATH_PRIORITY, STEER_PRIORITY},
+    filter::{BpfFilter, DATAPATH_PRIORITY, STEER_PRIORITY},
     KernelError,
 };
 use crate::abi::{
     FlCandidates, FlCounters, FlFault, FlPrefixData, FlProtectedList, PrefixKey, MAP_COUNTERS,
-    MAP_FAULTS, MAP_PREFIXES, MAP_PROTECTED, PREFIX_IFINDEX_BITS, PROG_EGRESS, PROG_INGRESS,
+    MAP_FAULTS, MAP_PREFIXES, MAP_PROTECTED, PREFIX_ATTACHMENT_BITS, PROG_EGRESS, PROG_INGRESS,
     PROG_INGRESS_STEER,
 };
 
 /// The compiled datapath (ebpf/faults.bpf.c), embedded at build time.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faults.bpf.o"));
+
+/// The maps a restarted faultd takes over; the per-CPU scratch map is each load's own.
+const PINNED_MAPS: [&str; 4] = [MAP_FAULTS, MAP_COUNTERS, MAP_PREFIXES, MAP_PROTECTED];
+const PROGRAMS: [&str; 3] = [PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_STEER];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hook {
@@ -34,6 +44,13 @@ pub enum Hook {
 
 impl Hook {
     pub const ALL: [Hook; 2] = [Hook::Egress, Hook::Ingress];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Egress => "egress",
+            Self::Ingress => "ingress",
+        }
+    }
 
     fn program(self) -> &'static str {
         match self {
@@ -49,12 +66,17 @@ pub struct Datapath {
     counters: PerCpuArray<MapData, FlCounters>,
     prefixes: LpmTrie<MapData, FlPrefixData, FlCandidates>,
     protected: Array<MapData, FlProtectedList>,
+    /// Duplicates of every map's descriptor, to read what the kernel charges for them.
+    map_fds: Vec<OwnedFd>,
     cpus: usize,
+    slots: u32,
 }
 
 impl std::fmt::Debug for Datapath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Datapath").finish_non_exhaustive()
+        f.debug_struct("Datapath")
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,55 +88,86 @@ fn prog_err(what: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> K
     move |source| KernelError::Program { what, source }
 }
 
+fn syscall(call: &'static str) -> impl FnOnce(std::io::Error) -> KernelError {
+    move |source| KernelError::Syscall { call, source }
+}
+
 impl Datapath {
-    /// Loads the programs. With `pins`, the maps are the ones pinned in that directory (an
-    /// earlier faultd's, faults and counters included) or, where none is, new ones pinned
-    /// there; without, fresh unpinned maps. Fails with `Unsupported` on kernels that cannot
-    /// run the programs.
-    pub fn load(pins: Option<&Path>) -> Result<Self, KernelError> {
+    /// Loads and verifies the programs, with fault slots for `slots` faults. With `pins`, the
+    /// maps are the ones pinned in that directory (an earlier faultd's, faults and counters
+    /// included, whose size then rules) or, where none is, new ones pinned there; without,
+    /// fresh unpinned maps. Fails with `Unsupported` on kernels that cannot run the programs.
+    pub fn load(pins: Option<&Path>, slots: u32) -> Result<Self, KernelError> {
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries(MAP_FAULTS, slots);
+        loader.map_max_entries(MAP_COUNTERS, slots);
         if let Some(dir) = pins {
-            std::fs::create_dir_all(dir).map_err(|source| KernelError::Syscall {
-                call: "create pin directory",
-                source,
-            })?;
-            for map in [MAP_FAULTS, MAP_COUNTERS, MAP_PREFIXES, MAP_PROTECTED] {
+            fs::create_dir_all(dir).map_err(syscall("create pin directory"))?;
+            for map in PINNED_MAPS {
                 loader.map_pin_path(map, dir.join(map));
             }
         }
-        let mut ebpf = loader.load(OBJECT).map_err(|e| KernelError::Unsupported {
-            feature: "eBPF tc programs",
-            detail: e.to_string(),
-        })?;
-        for name in [PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_STEER] {
+        let unsupported = |detail: String| KernelError::Unsupported {
+            feature: "ebpf_faults",
+            detail,
+        };
+        let mut ebpf = loader.load(OBJECT).map_err(|e| unsupported(e.to_string()))?;
+        for name in PROGRAMS {
             let program: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(KernelError::MissingObject(name))?
                 .try_into()
                 .map_err(prog_err(name))?;
-            program.load().map_err(|e| KernelError::Unsupported {
-                feature: "eBPF tc programs",
-                detail: format!("{e:?}"),
-            })?;
+            program.load().map_err(|e| unsupported(format!("{e:?}")))?;
         }
-        let mut take =
-            |name: &'static str| ebpf.take_map(name).ok_or(KernelError::MissingObject(name));
+        let mut map_fds = Vec::new();
+        let mut take = |name: &'static str| -> Result<Map, KernelError> {
+            let map = ebpf.take_map(name).ok_or(KernelError::MissingObject(name))?;
+            if let Map::Array(data) | Map::PerCpuArray(data) | Map::LpmTrie(data) = &map {
+                map_fds.push(
+                    data.fd()
+                        .as_fd()
+                        .try_clone_to_owned()
+                        .map_err(syscall("dup"))?,
+                );
+            }
+            Ok(map)
+        };
         let faults = Array::try_from(take(MAP_FAULTS)?).map_err(map_err(MAP_FAULTS))?;
         let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?).map_err(map_err(MAP_COUNTERS))?;
         let prefixes = LpmTrie::try_from(take(MAP_PREFIXES)?).map_err(map_err(MAP_PREFIXES))?;
         let protected = Array::try_from(take(MAP_PROTECTED)?).map_err(map_err(MAP_PROTECTED))?;
+        // The scratch map stays with the programs; its memory counts all the same.
+        if let Some(Map::PerCpuArray(scratch)) = ebpf.map(crate::abi::MAP_SCRATCH) {
+            map_fds.push(
+                scratch
+                    .fd()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(syscall("dup"))?,
+            );
+        }
         let cpus = nr_cpus().map_err(|(_, source)| KernelError::Syscall {
             call: "nr_cpus",
             source,
         })?;
+        // Pinned maps of an earlier faultd keep their size.
+        let slots = faults.len().min(counters.len());
         Ok(Self {
             ebpf,
             faults,
             counters,
             prefixes,
             protected,
+            map_fds,
             cpus,
+            slots,
         })
+    }
+
+    /// Fault slots: 0..slots.
+    pub fn slots(&self) -> u32 {
+        self.slots
     }
 
     fn program(&self, name: &'static str) -> Result<&SchedClassifier, KernelError> {
@@ -125,38 +178,53 @@ impl Datapath {
             .map_err(prog_err(name))
     }
 
-    /// Attaches the datapath to `hook` of `ifindex`, replacing a filter of ours left there by
-    /// an earlier faultd. The clsact qdisc must exist.
-    pub fn attach(&self, ifindex: u32, hook: Hook) -> Result<(), KernelError> {
-        let program = self.program(hook.program())?;
-        let fd = program.fd().map_err(prog_err(hook.program()))?;
-        filter::attach(
-            ifindex,
-            hook,
-            &BpfFilter {
-                program: fd.as_fd(),
-                name: hook.program(),
-                priority: DATAPATH_PRIORITY,
-                redirect_to: None,
-            },
-        )
+    /// The filter that attaches the datapath to `hook` of a device, as `attachment`.
+    pub fn filter(&self, hook: Hook, attachment: u32) -> Result<BpfFilter<'_>, KernelError> {
+        let name = hook.program();
+        let fd = self.program(name)?.fd().map_err(prog_err(name))?;
+        Ok(BpfFilter {
+            program: fd.as_fd(),
+            name,
+            priority: DATAPATH_PRIORITY,
+            classid: Some(attachment),
+            redirect_to: None,
+        })
     }
 
-    /// Attaches the ingress steering filter to `ifindex`: packets the datapath marks for delay
-    /// go to the egress of `ifb`.
-    pub fn attach_steer(&self, ifindex: u32, ifb: u32) -> Result<(), KernelError> {
-        let program = self.program(PROG_INGRESS_STEER)?;
-        let fd = program.fd().map_err(prog_err(PROG_INGRESS_STEER))?;
-        filter::attach(
-            ifindex,
-            Hook::Ingress,
-            &BpfFilter {
-                program: fd.as_fd(),
-                name: PROG_INGRESS_STEER,
-                priority: STEER_PRIORITY,
-                redirect_to: Some(ifb),
-            },
-        )
+    /// The ingress steering filter of a device whose delayed packets go to the egress of `ifb`.
+    pub fn steer_filter(&self, ifb: u32) -> Result<BpfFilter<'_>, KernelError> {
+        let fd = self
+            .program(PROG_INGRESS_STEER)?
+            .fd()
+            .map_err(prog_err(PROG_INGRESS_STEER))?;
+        Ok(BpfFilter {
+            program: fd.as_fd(),
+            name: PROG_INGRESS_STEER,
+            priority: STEER_PRIORITY,
+            classid: None,
+            redirect_to: Some(ifb),
+        })
+    }
+
+    /// What the kernel charges for the datapath: the `memlock` of every map and program, as
+    /// /proc/self/fdinfo reports it.
+    pub fn memory(&self) -> Result<u64, KernelError> {
+        let mut fds: Vec<i32> = self.map_fds.iter().map(AsRawFd::as_raw_fd).collect();
+        for name in PROGRAMS {
+            let fd = self.program(name)?.fd().map_err(prog_err(name))?;
+            fds.push(fd.as_fd().as_raw_fd());
+        }
+        let mut total = 0;
+        for fd in fds {
+            let info = fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+                .map_err(syscall("read fdinfo"))?;
+            total += info
+                .lines()
+                .find_map(|line| line.strip_prefix("memlock:"))
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(total)
     }
 
     /// Replaces the pass-list of traffic no fault may touch.
@@ -189,9 +257,9 @@ impl Datapath {
                 let key = key.map_err(map_err(MAP_PREFIXES))?;
                 let data = key.data();
                 Ok(PrefixKey {
-                    ifindex: data.ifindex,
+                    attachment: data.attachment,
                     addr: data.addr,
-                    len: key.prefix_len().saturating_sub(PREFIX_IFINDEX_BITS),
+                    len: key.prefix_len().saturating_sub(PREFIX_ATTACHMENT_BITS),
                 })
             })
             .collect()
@@ -202,13 +270,8 @@ impl Datapath {
     }
 
     pub fn reset_counters(&mut self, slot: u32) -> Result<(), KernelError> {
-        let zeros =
-            PerCpuValues::try_from(vec![FlCounters::default(); self.cpus]).map_err(|source| {
-                KernelError::Syscall {
-                    call: "per-cpu values",
-                    source,
-                }
-            })?;
+        let zeros = PerCpuValues::try_from(vec![FlCounters::default(); self.cpus])
+            .map_err(syscall("per-cpu values"))?;
         self.counters
             .set(slot, zeros, 0)
             .map_err(map_err(MAP_COUNTERS))
@@ -248,20 +311,10 @@ impl Datapath {
 
 fn trie_key(key: &PrefixKey) -> Key<FlPrefixData> {
     Key::new(
-        PREFIX_IFINDEX_BITS + key.len,
+        PREFIX_ATTACHMENT_BITS + key.len,
         FlPrefixData {
-            ifindex: key.ifindex,
+            attachment: key.attachment,
             addr: key.addr,
         },
     )
-}
-
-/// Removes the datapath's filter from `hook` of `ifindex`, if there; others stay.
-pub fn detach(ifindex: u32, hook: Hook) -> Result<(), KernelError> {
-    filter::detach(ifindex, hook, DATAPATH_PRIORITY)
-}
-
-/// Removes the ingress steering filter from `ifindex`, if there.
-pub fn detach_steer(ifindex: u32) -> Result<(), KernelError> {
-    filter::detach(ifindex, Hook::Ingress, STEER_PRIORITY)
 }

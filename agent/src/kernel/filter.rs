@@ -1,11 +1,10 @@
-//! Our tc filters on a device's clsact hooks, as typed rtnetlink messages: the datapath's
-//! program in direct-action mode, and for ingress delay the steering filter whose act_mirred
-//! hands marked packets to the device's ifb. Callers are inside the device's namespace: each
-//! call opens its netlink socket in the thread's current namespace.
+//! Our tc filters on a device's clsact hooks, as typed rtnetlink messages on the namespace's
+//! connection: the datapath's program in direct-action mode, its classid naming the
+//! attachment, and for ingress delay the steering filter whose act_mirred hands marked packets
+//! to the device's ifb.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use futures::TryStreamExt;
 use netlink_packet_core::{DefaultNla, Emitable};
 use netlink_packet_route::{
     tc::{
@@ -19,7 +18,7 @@ use netlink_packet_route::{
 use super::{
     bpf::Hook,
     nla::NLA_F_NESTED,
-    rtnl::{self, NLM_F_CREATE, NLM_F_REPLACE},
+    rtnl::{self, Netlink, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE},
     KernelError,
 };
 
@@ -41,6 +40,8 @@ pub struct BpfFilter<'a> {
     /// Shown by `tc filter show`.
     pub name: &'a str,
     pub priority: u16,
+    /// The filter's classid, which the program reads as `skb->tc_classid`: the attachment.
+    pub classid: Option<u32>,
     /// `Some(ifindex)`: not direct-action; a match (the program returns -1) is redirected to
     /// the egress of device `ifindex` by act_mirred. `None`: the program's return value is the
     /// verdict (direct action).
@@ -87,7 +88,12 @@ fn redirect_actions(ifindex: u32) -> Vec<u8> {
 
 /// Attaches `filter` to `hook` of `ifindex`, replacing a filter of ours at its priority. The
 /// clsact qdisc must exist.
-pub fn attach(ifindex: u32, hook: Hook, filter: &BpfFilter<'_>) -> Result<(), KernelError> {
+pub async fn attach(
+    nl: &Netlink,
+    ifindex: u32,
+    hook: Hook,
+    filter: &BpfFilter<'_>,
+) -> Result<(), KernelError> {
     let mut message = filter_message(ifindex, hook, filter.priority);
     let fd = u32::try_from(filter.program.as_raw_fd()).map_err(|_| KernelError::Syscall {
         call: "program fd",
@@ -97,6 +103,11 @@ pub fn attach(ifindex: u32, hook: Hook, filter: &BpfFilter<'_>) -> Result<(), Ke
         TcOption::Bpf(TcFilterBpfOption::ProgFd(fd)),
         TcOption::Bpf(TcFilterBpfOption::ProgName(filter.name.to_owned())),
     ];
+    if let Some(classid) = filter.classid {
+        options.push(TcOption::Bpf(TcFilterBpfOption::ClassId(TcHandle::from(
+            classid,
+        ))));
+    }
     match filter.redirect_to {
         None => options.push(TcOption::Bpf(TcFilterBpfOption::Flags(
             TcBpfFlags::DirectAction,
@@ -110,104 +121,113 @@ pub fn attach(ifindex: u32, hook: Hook, filter: &BpfFilter<'_>) -> Result<(), Ke
         TcAttribute::Kind("bpf".to_owned()),
         TcAttribute::Options(options),
     ];
-    rtnl::change_one(
+    nl.change(
         "attach tc filter",
         RouteNetlinkMessage::NewTrafficFilter(message),
         NLM_F_CREATE | NLM_F_REPLACE,
     )
-    .map_err(|e| match rtnl::errno(&e) {
+    .await
+    .map_err(|e| no_device(e, ifindex))
+}
+
+/// A refusal because the device is gone, as such.
+fn no_device(error: KernelError, ifindex: u32) -> KernelError {
+    match rtnl::errno(&error) {
         Some(libc::ENODEV) => KernelError::DeviceNotFound {
             dev: format!("ifindex {ifindex}"),
         },
-        _ => e,
-    })
+        _ => error,
+    }
 }
 
 /// Removes our filter at `priority` from `hook` of `ifindex`, if there.
-pub fn detach(ifindex: u32, hook: Hook, priority: u16) -> Result<(), KernelError> {
+pub async fn detach(
+    nl: &Netlink,
+    ifindex: u32,
+    hook: Hook,
+    priority: u16,
+) -> Result<(), KernelError> {
     let message = filter_message(ifindex, hook, priority);
-    match rtnl::change_one(
-        "detach tc filter",
-        RouteNetlinkMessage::DelTrafficFilter(message),
-        0,
-    ) {
+    match nl
+        .change(
+            "detach tc filter",
+            RouteNetlinkMessage::DelTrafficFilter(message),
+            0,
+        )
+        .await
+    {
         // Gone already, with its priority, its clsact or its device.
-        Err(e)
-            if matches!(
-                rtnl::errno(&e),
-                Some(libc::ENOENT | libc::EINVAL | libc::ENODEV)
-            ) =>
-        {
+        Err(e) if matches!(rtnl::errno(&e), Some(libc::ENOENT | libc::EINVAL | libc::ENODEV)) => {
             Ok(())
         }
         other => other,
     }
 }
 
-/// Filters on one hook of a device: ours and everyone else's.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FilterCount {
-    pub ours: usize,
-    pub foreign: usize,
+/// One filter on a hook of a device, as the kernel lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub priority: u16,
+    /// Ours: our handle at one of our priorities.
+    pub ours: bool,
 }
 
-/// Counts the filters on `hook` of `ifindex` (none when the device has no clsact).
-pub fn filters(ifindex: u32, hook: Hook) -> Result<FilterCount, KernelError> {
-    rtnl::run("dump filters", |handle| async move {
-        let request = handle.traffic_filter(ifindex as i32).get();
-        let request = match hook {
-            Hook::Egress => request.egress(),
-            Hook::Ingress => request.ingress(),
-        };
-        let filters: Vec<_> = match request.execute().try_collect().await {
-            Ok(filters) => filters,
-            // No clsact on the device: no filters.
-            Err(rtnetlink::Error::NetlinkError(e))
-                if e.raw_code().abs() == libc::EINVAL || e.raw_code().abs() == libc::ENOENT =>
-            {
-                Vec::new()
-            }
-            Err(e) => return Err(e),
-        };
-        let mut count = FilterCount::default();
+/// The filters on `hook` of `ifindex` (none when the device has no clsact).
+pub async fn filters(nl: &Netlink, ifindex: u32, hook: Hook) -> Result<Vec<Listed>, KernelError> {
+    let mut query = TcMessage::with_index(ifindex as i32);
+    query.header.parent = hook_parent(hook);
+    let filters = match nl
+        .dump("dump filters", RouteNetlinkMessage::GetTrafficFilter(query))
+        .await
+    {
+        Ok(filters) => filters,
+        // No clsact on the device: no filters.
+        Err(e) if matches!(rtnl::errno(&e), Some(libc::EINVAL | libc::ENOENT)) => Vec::new(),
+        Err(e) => return Err(no_device(e, ifindex)),
+    };
+    Ok(filters
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewTrafficFilter(f) => Some(f),
+            _ => None,
+        })
         // Each filter is also reported as a chain head with handle 0.
-        for m in filters.iter().filter(|m| u32::from(m.header.handle) != 0) {
+        .filter(|m| m.header.index == ifindex as i32 && u32::from(m.header.handle) != 0)
+        .map(|m| {
             let priority = (m.header.info >> 16) as u16;
-            let ours = [DATAPATH_PRIORITY, STEER_PRIORITY].contains(&priority)
-                && u32::from(m.header.handle) == FILTER_HANDLE;
-            if ours {
-                count.ours += 1;
-            } else {
-                count.foreign += 1;
+            Listed {
+                priority,
+                ours: [DATAPATH_PRIORITY, STEER_PRIORITY].contains(&priority)
+                    && u32::from(m.header.handle) == FILTER_HANDLE,
             }
-        }
-        Ok(count)
-    })
+        })
+        .collect())
 }
 
 /// Adds a clsact qdisc to `ifindex`; returns false when one was already there.
-pub fn add_clsact(ifindex: u32) -> Result<bool, KernelError> {
-    match rtnl::change_one(
-        "add clsact",
-        RouteNetlinkMessage::NewQueueDiscipline(clsact_message(ifindex)),
-        NLM_F_CREATE | netlink_packet_core::NLM_F_EXCL,
-    ) {
+pub async fn add_clsact(nl: &Netlink, ifindex: u32) -> Result<bool, KernelError> {
+    match nl
+        .change(
+            "add clsact",
+            RouteNetlinkMessage::NewQueueDiscipline(clsact_message(ifindex)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await
+    {
         Ok(()) => Ok(true),
         Err(e) if rtnl::errno(&e) == Some(libc::EEXIST) => Ok(false),
-        Err(e) if rtnl::errno(&e) == Some(libc::ENODEV) => Err(KernelError::DeviceNotFound {
-            dev: format!("ifindex {ifindex}"),
-        }),
-        Err(e) => Err(e),
+        Err(e) => Err(no_device(e, ifindex)),
     }
 }
 
 /// Deletes the clsact qdisc of `ifindex` (and with it any filter still on it).
-pub fn delete_clsact(ifindex: u32) -> Result<(), KernelError> {
-    rtnl::change_one(
+pub async fn delete_clsact(nl: &Netlink, ifindex: u32) -> Result<(), KernelError> {
+    nl.change(
         "delete clsact",
         RouteNetlinkMessage::DelQueueDiscipline(clsact_message(ifindex)),
         0,
     )
+    .await
 }
 
 fn clsact_message(ifindex: u32) -> TcMessage {

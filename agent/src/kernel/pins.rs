@@ -1,6 +1,7 @@
-//! Pinned maps in bpffs: what lets a restarted faultd (or its reaper) take over the faults of
-//! the one before it, counters included. Each namespace with a datapath has one directory,
-//! named by the namespace's identity, under faultd's pin root.
+//! faultd's pins in bpffs: the datapath's maps, which a restarted faultd (or its reaper) takes
+//! over with the faults in them, counters included; and an empty marker directory for each
+//! namespace that has faults, so that a faultd whose journal cannot be trusted still knows
+//! where to sweep.
 
 use std::{
     fs, io,
@@ -16,6 +17,7 @@ use super::{netns::NetnsId, KernelError};
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const MARKER_PREFIX: &str = "netns-";
 
 /// Mounts bpffs on the standard mount point when the pin root lies under it and nothing is
 /// mounted there yet (it is not mounted by default on many hosts).
@@ -40,13 +42,29 @@ pub fn ensure_bpffs(pin_root: &Path) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// The pin directory of namespace `id`.
-pub fn namespace_dir(pin_root: &Path, id: NetnsId) -> PathBuf {
-    pin_root.join(format!("netns-{}-{}", id.dev, id.ino))
+fn marker(pin_root: &Path, id: NetnsId) -> PathBuf {
+    pin_root.join(format!("{MARKER_PREFIX}{}-{}", id.dev, id.ino))
 }
 
-/// Every namespace that has a pin directory under `pin_root`.
-pub fn pinned_namespaces(pin_root: &Path) -> Vec<NetnsId> {
+/// Marks namespace `id` as holding objects of ours.
+pub fn add_marker(pin_root: &Path, id: NetnsId) -> Result<(), KernelError> {
+    fs::create_dir_all(marker(pin_root, id)).map_err(|source| KernelError::Syscall {
+        call: "create a namespace marker",
+        source,
+    })
+}
+
+pub fn remove_marker(pin_root: &Path, id: NetnsId) {
+    let path = marker(pin_root, id);
+    if let Err(e) = fs::remove_dir(&path) {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(dir = %path.display(), error = %e, "cannot remove a namespace marker");
+        }
+    }
+}
+
+/// Every namespace marked under `pin_root`.
+pub fn marked_namespaces(pin_root: &Path) -> Vec<NetnsId> {
     let Ok(entries) = fs::read_dir(pin_root) else {
         return Vec::new();
     };
@@ -54,7 +72,7 @@ pub fn pinned_namespaces(pin_root: &Path) -> Vec<NetnsId> {
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
-            let (dev, ino) = name.strip_prefix("netns-")?.split_once('-')?;
+            let (dev, ino) = name.strip_prefix(MARKER_PREFIX)?.split_once('-')?;
             Some(NetnsId {
                 dev: dev.parse().ok()?,
                 ino: ino.parse().ok()?,
@@ -63,23 +81,22 @@ pub fn pinned_namespaces(pin_root: &Path) -> Vec<NetnsId> {
         .collect()
 }
 
-/// Unpins everything in `dir` and removes it (a map lives on while a program uses it).
-pub fn remove_dir(dir: &Path) -> io::Result<()> {
-    match fs::read_dir(dir) {
-        Ok(entries) => {
-            for entry in entries {
-                fs::remove_file(entry?.path())?;
-            }
-            fs::remove_dir(dir)
+/// Unpins everything under `pin_root` and removes it: the maps live on while a program (a
+/// filter) uses them.
+pub fn remove_all(pin_root: &Path) {
+    let Ok(entries) = fs::read_dir(pin_root) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            fs::remove_dir(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        if let Err(e) = removed {
+            tracing::warn!(pin = %path.display(), error = %e, "cannot unpin");
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
     }
-}
-
-/// Removes the pin root itself once no namespace directory is left in it.
-pub fn remove_root_if_empty(pin_root: &Path) {
-    if fs::read_dir(pin_root).is_ok_and(|mut entries| entries.next().is_none()) {
-        let _ = fs::remove_dir(pin_root);
-    }
+    let _ = fs::remove_dir(pin_root);
 }

@@ -1,9 +1,10 @@
 //! What this kernel can do, found once at start by trying it: in two scratch network
-//! namespaces joined by a veth pair, faults are installed the way faultd installs them and
-//! UDP datagrams cross them. A capability is what a datagram showed, never a version number
-//! (distributions backport features, and an accepted configuration can still drop packets:
-//! before 6.4, packets `bpf_redirect`ed from ingress into an ifb were dropped). The scratch
-//! namespaces die with the probe's thread, so probing changes nothing anyone can see.
+//! namespaces joined by a veth pair, faults are installed the way faultd installs them (with
+//! the agent's one datapath, under attachments and slots lent for the probe) and UDP datagrams
+//! cross them. A capability is what a datagram showed, never a version number (distributions
+//! backport features, and an accepted configuration can still drop packets: before 6.4,
+//! packets `bpf_redirect`ed from ingress into an ifb were dropped). The scratch namespaces die
+//! with the probe's thread, so probing changes nothing anyone can see.
 
 use std::{
     collections::BTreeMap,
@@ -23,7 +24,9 @@ use super::{
     filter, link,
     netem::netem_options,
     netem_groups::{self, NetemGroup},
-    qdisc, rtnl, KernelError,
+    qdisc,
+    rtnl::Netlink,
+    KernelError,
 };
 use crate::{
     abi::{
@@ -113,6 +116,7 @@ impl Capabilities {
     }
 }
 
+
 /// How long netem holds the probe's delayed datagrams: long enough that one which skipped
 /// netem cannot pass for delayed, short enough not to slow faultd's start.
 const PROBE_DELAY: Duration = Duration::from_millis(50);
@@ -121,36 +125,75 @@ const PROBE_WAIT: Duration = Duration::from_secs(5);
 const A_ADDR: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 1);
 const B_ADDR: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 2);
 
-/// Probes every capability. Never fails: what cannot be probed is reported as missing.
-pub fn probe() -> Capabilities {
-    let probing = std::thread::Builder::new()
-        .name("faultline-probe".into())
-        .spawn(|| {
-            let mut found = BTreeMap::new();
-            if let Err(e) = ScratchLab::new().and_then(|lab| lab.probe(&mut found)) {
-                for capability in Capability::all() {
-                    found
-                        .entry(capability)
-                        .or_insert_with(|| Err(format!("the probe failed: {e}")));
-                }
-            }
-            found
-        });
-    let found = match probing.map(|thread| thread.join()) {
-        Ok(Ok(found)) => found,
-        Ok(Err(_)) => return Capabilities::none("the probe thread panicked"),
-        Err(e) => return Capabilities::none(&format!("cannot start the probe thread: {e}")),
-    };
-    Capabilities { found }
+/// Faults the probe installs: partitions at A's egress and B's ingress, and delays there.
+pub const PROBE_FAULTS: usize = 4;
+
+/// What the probe borrows of the agent's datapath: fault slots, and an attachment for each
+/// scratch device. Free when lent, and free again when the probe returns.
+#[derive(Clone, Copy, Debug)]
+pub struct Lent {
+    pub slots: [u32; PROBE_FAULTS],
+    /// A's device, then B's.
+    pub attachments: [u32; 2],
 }
 
-/// Two scratch namespaces, A and B, joined by a veth pair (A's end `a_dev`, B's `b_dev`).
-/// The thread that made them sits in A, and enters B with `in_b`.
+/// Probes every capability. Never fails: what cannot be probed is reported as missing.
+pub fn probe(datapath: &mut Datapath, lent: Lent) -> Capabilities {
+    let found = std::thread::scope(|s| {
+        let probing = std::thread::Builder::new()
+            .name("faultline-probe".into())
+            .spawn_scoped(s, || probe_here(datapath, lent))
+            .map(|thread| thread.join());
+        match probing {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(_)) => Err("the probe thread panicked".to_owned()),
+            Err(e) => Err(format!("cannot start the probe thread: {e}")),
+        }
+    });
+    match found {
+        Ok(found) => Capabilities { found },
+        Err(why) => Capabilities::none(&why),
+    }
+}
+
+/// The probe, on a thread of its own: it leaves its namespace for the scratch ones.
+fn probe_here(datapath: &mut Datapath, lent: Lent) -> BTreeMap<Capability, Result<(), String>> {
+    let mut found = BTreeMap::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("tokio runtime"));
+    let result = runtime.and_then(|runtime| {
+        runtime.block_on(async {
+            let lab = ScratchLab::new().await?;
+            let mut faults = Faults {
+                datapath,
+                lent,
+                used: 0,
+                listed: BTreeMap::new(),
+            };
+            let probed = lab.probe(&mut faults, &mut found).await;
+            faults.clear();
+            probed
+        })
+    });
+    if let Err(e) = result {
+        for capability in Capability::all() {
+            found
+                .entry(capability)
+                .or_insert_with(|| Err(format!("the probe failed: {e}")));
+        }
+    }
+    found
+}
+
+/// Two scratch namespaces, A and B, joined by a veth pair (A's end `a_dev`, B's `b_dev`), with
+/// a netlink connection in each. The thread that made them sits in A.
 struct ScratchLab {
-    a: File,
-    b: File,
     a_dev: u32,
     b_dev: u32,
+    a_nl: Netlink,
+    b_nl: Netlink,
     /// Receives in B, on B_ADDR.
     sink: UdpSocket,
 }
@@ -166,6 +209,10 @@ fn io(call: &'static str) -> impl FnOnce(std::io::Error) -> KernelError {
     move |source| KernelError::Syscall { call, source }
 }
 
+fn netlink(op: &'static str) -> impl FnOnce(rtnetlink::Error) -> KernelError {
+    move |source| KernelError::Netlink { op, source }
+}
+
 /// A kernel refusal as the reason a capability is missing, naming what was refused.
 fn named(what: &'static str) -> impl Fn(KernelError) -> String {
     move |e| format!("{what}: {e}")
@@ -176,162 +223,108 @@ fn this_netns() -> Result<File, KernelError> {
 }
 
 impl ScratchLab {
-    /// Leaves the calling thread in A: call it on a thread of its own.
-    fn new() -> Result<ScratchLab, KernelError> {
+    /// Leaves the calling thread in A.
+    async fn new() -> Result<ScratchLab, KernelError> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(syscall("unshare a scratch namespace"))?;
         let b = this_netns()?;
+        let b_nl = Netlink::here()?;
         unshare(CloneFlags::CLONE_NEWNET).map_err(syscall("unshare a scratch namespace"))?;
         let a = this_netns()?;
-        let b_fd = b.as_raw_fd();
-        let (a_dev, b_dev) = rtnl::run("scratch veth", |handle| async move {
-            handle
-                .link()
-                .add(LinkVeth::new("flprobe0", "flprobe1").build())
-                .execute()
-                .await?;
-            let index = |name: &'static str| {
-                let handle = handle.clone();
-                async move {
-                    let link = handle.link().get().match_name(name.to_owned()).execute();
-                    let found = link.try_collect::<Vec<_>>().await?;
-                    Ok::<_, rtnetlink::Error>(found.first().map_or(0, |l| l.header.index))
-                }
-            };
-            let (a_dev, b_dev) = (index("flprobe0").await?, index("flprobe1").await?);
-            // Moved, the peer keeps its index.
-            handle
-                .link()
-                .set(LinkUnspec::new_with_index(b_dev).setns_by_fd(b_fd).build())
-                .execute()
-                .await?;
-            handle
-                .address()
-                .add(a_dev, A_ADDR.into(), 30)
-                .execute()
-                .await?;
-            handle
-                .link()
-                .set(LinkUnspec::new_with_index(a_dev).up().build())
-                .execute()
-                .await?;
-            Ok((a_dev, b_dev))
-        })?;
-        let lab = ScratchLab {
-            a,
-            b,
+        let a_nl = Netlink::here()?;
+        let (a_dev, b_dev) = Self::wire(&a_nl, &b_nl, &b).await?;
+        let sink = {
+            setns(b.as_fd(), CloneFlags::CLONE_NEWNET).map_err(syscall("setns"))?;
+            let sink = UdpSocket::bind((B_ADDR, 0)).map_err(io("bind the probe's receiver"));
+            setns(a.as_fd(), CloneFlags::CLONE_NEWNET).map_err(syscall("setns"))?;
+            sink?
+        };
+        Ok(ScratchLab {
             a_dev,
             b_dev,
-            sink: UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(io("bind"))?,
-        };
-        let sink = lab.in_b(|| {
-            rtnl::run("scratch address", |handle| async move {
-                handle
-                    .address()
-                    .add(b_dev, B_ADDR.into(), 30)
-                    .execute()
-                    .await?;
-                handle
-                    .link()
-                    .set(LinkUnspec::new_with_index(b_dev).up().build())
-                    .execute()
-                    .await
-            })?;
-            UdpSocket::bind((B_ADDR, 0)).map_err(io("bind the probe's receiver"))
-        })??;
-        Ok(ScratchLab { sink, ..lab })
+            a_nl,
+            b_nl,
+            sink,
+        })
     }
 
-    /// Runs `f` with the thread in B, then back in A.
-    fn in_b<T>(&self, f: impl FnOnce() -> T) -> Result<T, KernelError> {
-        setns(self.b.as_fd(), CloneFlags::CLONE_NEWNET).map_err(syscall("setns"))?;
-        let result = f();
-        setns(self.a.as_fd(), CloneFlags::CLONE_NEWNET).map_err(syscall("setns"))?;
-        Ok(result)
+    /// The veth pair, its ends addressed and up; returns their ifindexes (A's, B's).
+    async fn wire(a_nl: &Netlink, b_nl: &Netlink, b: &File) -> Result<(u32, u32), KernelError> {
+        let a = a_nl.handle();
+        a.link()
+            .add(LinkVeth::new("flprobe0", "flprobe1").build())
+            .execute()
+            .await
+            .map_err(netlink("scratch veth"))?;
+        let index = |name: &'static str| {
+            let a = a.clone();
+            async move {
+                let link = a.link().get().match_name(name.to_owned()).execute();
+                let found: Vec<_> = link.try_collect().await.map_err(netlink("find veth"))?;
+                Ok::<_, KernelError>(found.first().map_or(0, |l| l.header.index))
+            }
+        };
+        let (a_dev, b_dev) = (index("flprobe0").await?, index("flprobe1").await?);
+        // Moved, the peer keeps its index.
+        a.link()
+            .set(
+                LinkUnspec::new_with_index(b_dev)
+                    .setns_by_fd(b.as_raw_fd())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(netlink("move veth"))?;
+        for (nl, dev, addr) in [(a_nl, a_dev, A_ADDR), (b_nl, b_dev, B_ADDR)] {
+            let handle = nl.handle();
+            handle
+                .address()
+                .add(dev, addr.into(), 30)
+                .execute()
+                .await
+                .map_err(netlink("scratch address"))?;
+            handle
+                .link()
+                .set(LinkUnspec::new_with_index(dev).up().build())
+                .execute()
+                .await
+                .map_err(netlink("scratch link up"))?;
+        }
+        Ok((a_dev, b_dev))
     }
 
     /// Installs one fault of each kind a capability needs, each matching one sending port of
     /// A, sends a datagram from each port and one from a port no fault matches, and judges
     /// what arrived.
-    fn probe(
+    async fn probe(
         &self,
+        faults: &mut Faults<'_>,
         found: &mut BTreeMap<Capability, Result<(), String>>,
     ) -> Result<(), KernelError> {
-        let datapath = Datapath::load(None)?;
-        filter::add_clsact(self.a_dev)?;
-        datapath.attach(self.a_dev, Hook::Egress)?;
-        self.in_b(|| {
-            filter::add_clsact(self.b_dev)?;
-            datapath.attach(self.b_dev, Hook::Ingress)
-        })??;
+        let [a_attachment, b_attachment] = faults.lent.attachments;
+        filter::add_clsact(&self.a_nl, self.a_dev).await?;
+        let egress = faults.datapath.filter(Hook::Egress, a_attachment)?;
+        filter::attach(&self.a_nl, self.a_dev, Hook::Egress, &egress).await?;
+        filter::add_clsact(&self.b_nl, self.b_dev).await?;
+        let ingress = faults.datapath.filter(Hook::Ingress, b_attachment)?;
+        filter::attach(&self.b_nl, self.b_dev, Hook::Ingress, &ingress).await?;
         let senders = Senders::new()?;
-        let mut faults = Faults {
-            datapath,
-            next_slot: 0,
-            listed: BTreeMap::new(),
-        };
         // Partitions, at A's egress and B's ingress.
-        faults.add(
-            self.a_dev,
-            HOOK_EGRESS,
-            senders.port(Probe::EgressDrop),
-            ACTION_PARTITION,
-            0,
-        )?;
-        faults.add(
-            self.b_dev,
-            HOOK_INGRESS,
-            senders.port(Probe::IngressDrop),
-            ACTION_PARTITION,
-            0,
-        )?;
+        let port = |probe| senders.port(probe);
+        faults.add(a_attachment, HOOK_EGRESS, port(Probe::EgressDrop), ACTION_PARTITION, 0)?;
+        faults.add(b_attachment, HOOK_INGRESS, port(Probe::IngressDrop), ACTION_PARTITION, 0)?;
         // Delays: a netem class under an htb root on A's device, and on an ifb in B.
         let plain_delay = NetemWire {
             delay: Some(format!("{}ms", PROBE_DELAY.as_millis())),
             ..NetemWire::default()
         };
         let netem = netem_options(&netem_of(&plain_delay)?);
-        let egress_delay = qdisc::install_root(self.a_dev)
-            .map_err(named("the htb qdisc (sch_htb)"))
-            .and_then(|()| {
-                qdisc::add_delay_class(self.a_dev, 1, netem.clone())
-                    .map_err(named("the netem qdisc (sch_netem)"))
-            })
-            .map(|()| qdisc::class_handle(1));
-        match &egress_delay {
-            Ok(class) => faults.add(
-                self.a_dev,
-                HOOK_EGRESS,
-                senders.port(Probe::EgressDelay),
-                ACTION_DELAY,
-                *class,
-            )?,
-            Err(e) => {
-                found.insert(Capability::EgressDelay, Err(e.clone()));
-            }
+        let egress_delay = self.delay_class(&self.a_nl, self.a_dev, &netem).await;
+        if let Ok(class) = egress_delay {
+            faults.add(a_attachment, HOOK_EGRESS, port(Probe::EgressDelay), ACTION_DELAY, class)?;
         }
-        let ingress_delay = self.in_b(|| -> Result<u32, String> {
-            let ifb = link::create_ifb(&link::ifb_name(self.b_dev))
-                .map_err(named("ifb devices (ifb)"))?;
-            qdisc::install_root(ifb).map_err(named("the htb qdisc (sch_htb)"))?;
-            qdisc::add_delay_class(ifb, 1, netem.clone())
-                .map_err(named("the netem qdisc (sch_netem)"))?;
-            faults
-                .datapath
-                .attach_steer(self.b_dev, ifb)
-                .map_err(named("the steering filter (cls_bpf with act_mirred)"))?;
-            Ok(qdisc::class_handle(1))
-        })?;
-        match &ingress_delay {
-            Ok(class) => faults.add(
-                self.b_dev,
-                HOOK_INGRESS,
-                senders.port(Probe::IngressDelay),
-                ACTION_DELAY,
-                *class,
-            )?,
-            Err(e) => {
-                found.insert(Capability::IngressDelay, Err(e.clone()));
-            }
+        let ingress_delay = self.ingress_delay_class(faults.datapath, &netem).await;
+        if let Ok(class) = ingress_delay {
+            faults.add(b_attachment, HOOK_INGRESS, port(Probe::IngressDelay), ACTION_DELAY, class)?;
         }
 
         let seen = senders.send_and_collect(&self.sink)?;
@@ -340,49 +333,77 @@ impl ScratchLab {
             seen.dropped(Probe::EgressDrop, "egress")
                 .and_then(|()| seen.dropped(Probe::IngressDrop, "ingress")),
         );
-        if egress_delay.is_ok() {
-            found.insert(Capability::EgressDelay, seen.delayed(Probe::EgressDelay));
-        }
-        if ingress_delay.is_ok() {
-            found.insert(Capability::IngressDelay, seen.delayed(Probe::IngressDelay));
-        }
+        found.insert(
+            Capability::EgressDelay,
+            egress_delay.and_then(|_| seen.delayed(Probe::EgressDelay)),
+        );
+        let have_netem = found[&Capability::EgressDelay].is_ok();
+        found.insert(
+            Capability::IngressDelay,
+            ingress_delay.and_then(|_| seen.delayed(Probe::IngressDelay)),
+        );
         let no_netem = || Err("no netem class could be made (see egress_delay)".to_owned());
         for group in NetemGroup::ALL {
-            let result = match egress_delay {
+            let result = match group {
+                _ if !have_netem => no_netem(),
                 // Beside netems of the other groups, which a duplicating one may not be.
-                Ok(_) if group == NetemGroup::Duplicate => {
-                    self.in_b(|| netem_readback(self.b_dev, group))?
-                }
-                Ok(_) => netem_readback(self.a_dev, group),
-                Err(_) => no_netem(),
+                NetemGroup::Duplicate => netem_readback(&self.b_nl, self.b_dev, group).await,
+                _ => netem_readback(&self.a_nl, self.a_dev, group).await,
             };
             found.insert(Capability::Netem(group), result);
         }
-        let mixed = match (
-            &egress_delay,
-            &found[&Capability::Netem(NetemGroup::Duplicate)],
-        ) {
-            (Ok(_), Ok(())) => self.in_b(|| {
-                qdisc::add_delay_class(self.b_dev, 1, netem.clone())
-                    .map_err(named("a netem beside a duplicating netem"))
-            })?,
-            _ => no_netem(),
+        let mixed = match &found[&Capability::Netem(NetemGroup::Duplicate)] {
+            Ok(()) => qdisc::add_delay_class(&self.b_nl, self.b_dev, 1, netem.clone())
+                .await
+                .map_err(named("a netem beside a duplicating netem")),
+            Err(_) => no_netem(),
         };
         found.insert(Capability::NetemDuplicateBesideOthers, mixed);
         Ok(())
     }
+
+    /// A class with a netem leaf under a new htb root on `dev`; returns its handle.
+    async fn delay_class(&self, nl: &Netlink, dev: u32, netem: &[u8]) -> Result<u32, String> {
+        qdisc::install_root(nl, dev)
+            .await
+            .map_err(named("the htb qdisc (sch_htb)"))?;
+        qdisc::add_delay_class(nl, dev, 1, netem.to_vec())
+            .await
+            .map_err(named("the netem qdisc (sch_netem)"))?;
+        Ok(qdisc::class_handle(1))
+    }
+
+    /// The same on an ifb in B, fed by the steering filter on B's device.
+    async fn ingress_delay_class(&self, datapath: &Datapath, netem: &[u8]) -> Result<u32, String> {
+        let ifb = link::create_ifb(&self.b_nl, &link::ifb_name(self.b_dev))
+            .await
+            .map_err(named("ifb devices (ifb)"))?;
+        let class = self.delay_class(&self.b_nl, ifb, netem).await?;
+        let steer = datapath
+            .steer_filter(ifb)
+            .map_err(named("the steering program"))?;
+        filter::attach(&self.b_nl, self.b_dev, Hook::Ingress, &steer)
+            .await
+            .map_err(named("the steering filter (cls_bpf with act_mirred)"))?;
+        Ok(class)
+    }
 }
 
-/// Sets up `group`'s sample as class fa17:(2 + group) on `dev`'s htb and checks that the
-/// kernel reports back every option it was given.
-fn netem_readback(dev: u32, group: NetemGroup) -> Result<(), String> {
+/// Sets up `group`'s sample as class fa17:(2 + group) on `dev`'s htb (made if missing) and
+/// checks that the kernel reports back every option it was given.
+async fn netem_readback(nl: &Netlink, dev: u32, group: NetemGroup) -> Result<(), String> {
     let minor = 2 + group as u16;
-    if !qdisc::root_is_ours(dev).map_err(|e| e.to_string())? {
-        qdisc::install_root(dev).map_err(named("the htb qdisc (sch_htb)"))?;
-    }
     let sent = netem_options(&netem_of(&group.sample()).map_err(|e| e.to_string())?);
-    qdisc::add_delay_class(dev, minor, sent.clone()).map_err(|e| e.to_string())?;
-    let reported = qdisc::leaf_options(dev, qdisc::class_handle(minor))
+    if !qdisc::root_is_ours(nl, dev).await.map_err(|e| e.to_string())? {
+        qdisc::install_root(nl, dev)
+            .await
+            .map_err(named("the htb qdisc (sch_htb)"))?;
+    }
+    qdisc::add_delay_class(nl, dev, minor, sent.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let reported = qdisc::leaf_options(nl, dev, qdisc::class_handle(minor))
+        .await
         .map_err(|e| e.to_string())?
         .ok_or("the kernel reports no options for the netem qdisc")?;
     netem_groups::compare_reported(&sent, &reported)
@@ -396,26 +417,27 @@ fn netem_of(wire: &NetemWire) -> Result<Netem, KernelError> {
     })
 }
 
-/// The fault slots and trie entries of the probe's datapath.
-struct Faults {
-    datapath: Datapath,
-    next_slot: u32,
-    /// The slots listed under each device's trie entry.
+/// The probe's faults in the agent's datapath, in the slots lent for them.
+struct Faults<'d> {
+    datapath: &'d mut Datapath,
+    lent: Lent,
+    used: usize,
+    /// The slots listed under each attachment's trie entry.
     listed: BTreeMap<u32, Vec<u32>>,
 }
 
-impl Faults {
-    /// A fault on device `dev` at `hooks` matching UDP from or to A's port `port`.
+impl Faults<'_> {
+    /// A fault under `attachment` at `hooks` matching UDP from or to A's port `port`.
     fn add(
         &mut self,
-        dev: u32,
+        attachment: u32,
         hooks: u8,
         port: u16,
         kind: u32,
         class_id: u32,
     ) -> Result<(), KernelError> {
-        let slot = self.next_slot;
-        self.next_slot += 1;
+        let slot = self.lent.slots[self.used];
+        self.used += 1;
         let range = [FlPortRange {
             first: port,
             last: port,
@@ -445,20 +467,37 @@ impl Faults {
         };
         self.datapath.reset_counters(slot)?;
         self.datapath.write_fault(slot, &fault)?;
-        // Every remote address on the device; each device's faults listed under it.
-        let key = PrefixKey {
-            ifindex: dev,
-            addr: [0; 16],
-            len: 0,
-        };
-        let listed = self.listed.entry(dev).or_default();
+        let listed = self.listed.entry(attachment).or_default();
         listed.push(slot);
         let mut candidates = FlCandidates {
             count: listed.len() as u32,
             slots: [0; MAX_CANDIDATES],
         };
         candidates.slots[..listed.len()].copy_from_slice(listed);
-        self.datapath.set_prefix(&key, &candidates)
+        self.datapath.set_prefix(&any_address(attachment), &candidates)
+    }
+
+    /// Gives the slots and trie entries back empty.
+    fn clear(&mut self) {
+        for &attachment in self.listed.keys() {
+            if let Err(e) = self.datapath.delete_prefix(&any_address(attachment)) {
+                tracing::warn!(error = %e, "the probe cannot remove its trie entry");
+            }
+        }
+        for &slot in &self.lent.slots[..self.used] {
+            if let Err(e) = self.datapath.write_fault(slot, &FlFault::default()) {
+                tracing::warn!(error = %e, "the probe cannot clear its fault slot");
+            }
+        }
+    }
+}
+
+/// Every remote address under `attachment`.
+fn any_address(attachment: u32) -> PrefixKey {
+    PrefixKey {
+        attachment,
+        addr: [0; 16],
+        len: 0,
     }
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     nla::{attribute, words, NLA_F_NESTED, TCA_OPTIONS, TCA_STAB},
-    rtnl::{self, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE},
+    rtnl::{Netlink, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE},
     KernelError,
 };
 
@@ -119,14 +119,18 @@ fn class_message(ifindex: u32, minor: u16, options: Option<Vec<u8>>) -> TcMessag
 }
 
 /// The device's root qdisc now.
-pub fn root_qdisc(ifindex: u32) -> Result<Option<RootQdisc>, KernelError> {
-    qdisc_under(ifindex, ROOT)
+pub async fn root_qdisc(nl: &Netlink, ifindex: u32) -> Result<Option<RootQdisc>, KernelError> {
+    qdisc_under(nl, ifindex, ROOT).await
 }
 
 /// The TCA_OPTIONS payload of the qdisc under `parent` on `ifindex` (e.g. a class's leaf), as
 /// the kernel reports it.
-pub fn leaf_options(ifindex: u32, parent: u32) -> Result<Option<Vec<u8>>, KernelError> {
-    Ok(qdisc_under(ifindex, parent)?.and_then(|q| {
+pub async fn leaf_options(
+    nl: &Netlink,
+    ifindex: u32,
+    parent: u32,
+) -> Result<Option<Vec<u8>>, KernelError> {
+    Ok(qdisc_under(nl, ifindex, parent).await?.and_then(|q| {
         q.attributes
             .into_iter()
             .find_map(|(kind, value)| (kind == TCA_OPTIONS).then_some(value))
@@ -134,40 +138,43 @@ pub fn leaf_options(ifindex: u32, parent: u32) -> Result<Option<Vec<u8>>, Kernel
 }
 
 /// The qdisc whose parent is `parent` on `ifindex`, with its options and size table.
-fn qdisc_under(ifindex: u32, parent: u32) -> Result<Option<RootQdisc>, KernelError> {
-    rtnl::run("dump qdiscs", |mut handle| async move {
-        let all = rtnl::dump(
-            &mut handle,
+async fn qdisc_under(
+    nl: &Netlink,
+    ifindex: u32,
+    parent: u32,
+) -> Result<Option<RootQdisc>, KernelError> {
+    let all = nl
+        .dump(
+            "dump qdiscs",
             RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
         )
         .await?;
-        Ok(all.into_iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewQueueDiscipline(q)
-                if q.header.index == ifindex as i32 && u32::from(q.header.parent) == parent =>
-            {
-                let kind = q.attributes.iter().find_map(|a| match a {
-                    TcAttribute::Kind(k) => Some(k.clone()),
-                    _ => None,
-                })?;
-                let attributes = q
-                    .attributes
-                    .iter()
-                    .filter(|a| match a {
-                        TcAttribute::Options(_) | TcAttribute::Stab(_) => true,
-                        TcAttribute::Other(nla) => matches!(nla.kind(), TCA_OPTIONS | TCA_STAB),
-                        _ => false,
-                    })
-                    .map(raw_attribute)
-                    .collect();
-                Some(RootQdisc {
-                    handle: u32::from(q.header.handle),
-                    kind,
-                    attributes,
+    Ok(all.into_iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewQueueDiscipline(q)
+            if q.header.index == ifindex as i32 && u32::from(q.header.parent) == parent =>
+        {
+            let kind = q.attributes.iter().find_map(|a| match a {
+                TcAttribute::Kind(k) => Some(k.clone()),
+                _ => None,
+            })?;
+            let attributes = q
+                .attributes
+                .iter()
+                .filter(|a| match a {
+                    TcAttribute::Options(_) | TcAttribute::Stab(_) => true,
+                    TcAttribute::Other(nla) => matches!(nla.kind(), TCA_OPTIONS | TCA_STAB),
+                    _ => false,
                 })
-            }
-            _ => None,
-        }))
-    })
+                .map(raw_attribute)
+                .collect();
+            Some(RootQdisc {
+                handle: u32::from(q.header.handle),
+                kind,
+                attributes,
+            })
+        }
+        _ => None,
+    }))
 }
 
 /// An attribute as (type, payload) bytes. The parser keeps the options of kinds it does not
@@ -189,20 +196,25 @@ fn raw_attribute(attribute: &TcAttribute) -> (u16, Vec<u8>) {
 }
 
 /// Replaces the root qdisc with our htb.
-pub fn install_root(ifindex: u32) -> Result<(), KernelError> {
+pub async fn install_root(nl: &Netlink, ifindex: u32) -> Result<(), KernelError> {
     let root = message(ifindex, ROOT, ROOT_HANDLE, "htb", Some(htb_init()));
-    rtnl::change_one(
+    nl.change(
         "add root htb",
         RouteNetlinkMessage::NewQueueDiscipline(root),
         NLM_F_CREATE | NLM_F_REPLACE,
     )
+    .await
 }
 
 /// Puts the recorded root back: a default qdisc by deleting ours, a configured one by
 /// recreating it with its own attributes.
-pub fn restore_root(ifindex: u32, original: &RootQdisc) -> Result<(), KernelError> {
+pub async fn restore_root(
+    nl: &Netlink,
+    ifindex: u32,
+    original: &RootQdisc,
+) -> Result<(), KernelError> {
     if original.is_default() {
-        return delete_root(ifindex);
+        return delete_root(nl, ifindex).await;
     }
     let mut again = message(ifindex, ROOT, original.handle, &original.kind, None);
     again.attributes.extend(
@@ -211,16 +223,18 @@ pub fn restore_root(ifindex: u32, original: &RootQdisc) -> Result<(), KernelErro
             .iter()
             .map(|(kind, value)| TcAttribute::Other(DefaultNla::new(*kind, value.clone()))),
     );
-    rtnl::change_one(
+    nl.change(
         "restore root qdisc",
         RouteNetlinkMessage::NewQueueDiscipline(again),
         NLM_F_CREATE | NLM_F_REPLACE,
     )
+    .await
 }
 
 /// Adds class fa17:`minor` with a netem leaf configured by `netem_options` (TCA_OPTIONS
 /// payload). On failure nothing of it remains.
-pub fn add_delay_class(
+pub async fn add_delay_class(
+    nl: &Netlink,
     ifindex: u32,
     minor: u16,
     netem_options: Vec<u8>,
@@ -234,73 +248,95 @@ pub fn add_delay_class(
         "netem",
         Some(netem_options),
     );
-    rtnl::run("add delay class", |mut handle| async move {
-        rtnl::change(
-            &mut handle,
-            RouteNetlinkMessage::NewTrafficClass(class),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-        .await?;
-        let added = rtnl::change(
-            &mut handle,
+    nl.change(
+        "add delay class",
+        RouteNetlinkMessage::NewTrafficClass(class),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .await?;
+    let added = nl
+        .change(
+            "add netem qdisc",
             RouteNetlinkMessage::NewQueueDiscipline(leaf),
             NLM_F_CREATE | NLM_F_EXCL,
         )
         .await;
-        if added.is_err() {
-            let class = class_message(ifindex, minor, None);
-            let _ = rtnl::change(&mut handle, RouteNetlinkMessage::DelTrafficClass(class), 0).await;
-        }
-        added
-    })
+    if added.is_err() {
+        let _ = delete_delay_class(nl, ifindex, minor).await;
+    }
+    added
 }
 
 /// Whether the root qdisc of `ifindex` is our htb.
-pub fn root_is_ours(ifindex: u32) -> Result<bool, KernelError> {
-    Ok(root_qdisc(ifindex)?.is_some_and(|root| root.handle == ROOT_HANDLE))
+pub async fn root_is_ours(nl: &Netlink, ifindex: u32) -> Result<bool, KernelError> {
+    Ok(root_qdisc(nl, ifindex)
+        .await?
+        .is_some_and(|root| root.handle == ROOT_HANDLE))
 }
 
-/// The minors of the classes under our root htb on `ifindex`.
-pub fn delay_classes(ifindex: u32) -> Result<Vec<u16>, KernelError> {
-    rtnl::run("dump classes", |mut handle| async move {
-        let all = rtnl::dump(
-            &mut handle,
+/// The minors of the classes under our root htb on `ifindex`, each with whether it has a netem
+/// leaf.
+pub async fn delay_classes(nl: &Netlink, ifindex: u32) -> Result<Vec<(u16, bool)>, KernelError> {
+    let classes = nl
+        .dump(
+            "dump classes",
             RouteNetlinkMessage::GetTrafficClass(TcMessage::with_index(ifindex as i32)),
         )
         .await?;
-        Ok(all
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewTrafficClass(c)
-                    if c.header.index == ifindex as i32
-                        && u32::from(c.header.handle) & 0xffff_0000 == ROOT_HANDLE =>
-                {
-                    Some(u32::from(c.header.handle) as u16)
-                }
-                _ => None,
-            })
-            .collect())
-    })
+    let qdiscs = nl
+        .dump(
+            "dump qdiscs",
+            RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
+        )
+        .await?;
+    let leaf_parents: Vec<u32> = qdiscs
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewQueueDiscipline(q) if q.header.index == ifindex as i32 => {
+                Some(u32::from(q.header.parent))
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(classes
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewTrafficClass(c)
+                if c.header.index == ifindex as i32
+                    && u32::from(c.header.handle) & 0xffff_0000 == ROOT_HANDLE =>
+            {
+                let handle = u32::from(c.header.handle);
+                Some((handle as u16, leaf_parents.contains(&handle)))
+            }
+            _ => None,
+        })
+        .collect())
 }
 
 /// Deletes our root htb from `ifindex`, whatever it was before (the kernel's default returns).
-pub fn delete_root(ifindex: u32) -> Result<(), KernelError> {
+pub async fn delete_root(nl: &Netlink, ifindex: u32) -> Result<(), KernelError> {
     let ours = message(ifindex, ROOT, ROOT_HANDLE, "htb", None);
-    rtnl::change_one(
+    nl.change(
         "delete root htb",
         RouteNetlinkMessage::DelQueueDiscipline(ours),
         0,
     )
+    .await
 }
 
 /// Deletes class fa17:`minor` and its netem leaf.
-pub fn delete_delay_class(ifindex: u32, minor: u16) -> Result<(), KernelError> {
+pub async fn delete_delay_class(
+    nl: &Netlink,
+    ifindex: u32,
+    minor: u16,
+) -> Result<(), KernelError> {
     let class = class_message(ifindex, minor, None);
-    rtnl::change_one(
+    nl.change(
         "delete delay class",
         RouteNetlinkMessage::DelTrafficClass(class),
         0,
     )
+    .await
 }
 
 #[cfg(test)]
