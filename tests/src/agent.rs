@@ -399,6 +399,15 @@ impl Conn {
         self.recv()
     }
 
+    /// One request, its reply line as it came (for timing an answer apart from parsing it).
+    pub fn request_line(&mut self, req: &Value) -> String {
+        self.send(req);
+        let mut line = String::new();
+        let read = self.reader.read_line(&mut line).expect("read from faultd");
+        assert!(read > 0, "faultd closed the connection");
+        line
+    }
+
     /// A request that may meet a dead faultd: None when the connection breaks.
     pub fn try_request(&mut self, req: &Value) -> Option<Value> {
         let mut line = serde_json::to_vec(req).expect("serialize request");

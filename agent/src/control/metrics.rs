@@ -12,7 +12,7 @@ use tokio::{
 };
 
 use crate::{
-    engine::{Command, EngineError, EngineHandle},
+    engine::{Command, EngineError, EngineHandle, EngineStats},
     proto::{DirectionCounters, ErrorCode, FaultView},
 };
 
@@ -54,6 +54,9 @@ pub struct Snapshot {
     pub requests: Vec<RequestCount>,
     /// The active faults, with their counters.
     pub faults: Vec<FaultView>,
+    /// What the datapath costs, and what faultd has put back.
+    #[serde(flatten)]
+    pub engine: EngineStats,
 }
 
 pub async fn snapshot(
@@ -62,6 +65,7 @@ pub async fn snapshot(
 ) -> Result<Snapshot, EngineError> {
     Ok(Snapshot {
         faults: engine.call(Command::List).await?,
+        engine: engine.call(Command::Stats).await?,
         requests: counts.snapshot(),
     })
 }
@@ -76,6 +80,22 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Faults active now.",
     );
     let _ = writeln!(text, "faultline_active_faults {}", snapshot.faults.len());
+
+    family(
+        &mut text,
+        "faultline_datapath_memory_bytes",
+        "gauge",
+        "What the kernel charges for the datapath's maps and programs (memlock).",
+    );
+    let memory = snapshot.engine.datapath_memory_bytes;
+    let _ = writeln!(text, "faultline_datapath_memory_bytes {memory}");
+    family(
+        &mut text,
+        "faultline_repairs_total",
+        "counter",
+        "Times faultd put back what someone else removed of its faults (filters, qdiscs, ifbs).",
+    );
+    let _ = writeln!(text, "faultline_repairs_total {}", snapshot.engine.repairs);
 
     family(
         &mut text,

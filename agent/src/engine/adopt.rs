@@ -195,6 +195,7 @@ impl Engine {
             if let Some(key) = &fault.key {
                 self.keys.insert(key.clone(), fault.id.clone());
             }
+            self.deadlines.insert(fault.deadline.at, &fault.id);
             self.faults.insert(fault.id.clone(), fault);
         }
         Ok(true)
@@ -288,7 +289,11 @@ fn delay_options(spec: &FaultSpec) -> Option<Vec<u8>> {
 
 /// The engine's view of a journaled fault; None when the record no longer validates or names
 /// no recorded device (its kernel state is then swept as unaccounted).
-fn active_fault(record: &FaultRecord, netns: NetnsId, header: &NamespaceHeader) -> Option<ActiveFault> {
+fn active_fault(
+    record: &FaultRecord,
+    netns: NetnsId,
+    header: &NamespaceHeader,
+) -> Option<ActiveFault> {
     // The limits in force now do not shorten a fault already granted.
     let limits = DurationLimits {
         default: None,

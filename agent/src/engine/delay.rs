@@ -89,8 +89,10 @@ impl DelayQdiscs {
         (egress, ingress): (bool, bool),
         spec: &DelaySpec,
     ) -> Result<(), KernelError> {
-        let clashes =
-            |side: bool| self.on_side(side).any(|(c, _)| c.duplicating || spec.duplicating);
+        let clashes = |side: bool| {
+            self.on_side(side)
+                .any(|(c, _)| c.duplicating || spec.duplicating)
+        };
         let clash = (egress && clashes(true)) || (ingress && clashes(false));
         if !clash || spec.mix_allowed {
             return Ok(());
@@ -131,7 +133,10 @@ impl DelayQdiscs {
             duplicating: spec.duplicating,
         };
         self.classes.insert(minor, (class, spec.options.clone()));
-        if let Err(e) = self.add_parts(nl, ifindex, &mut class, egress, ingress).await {
+        if let Err(e) = self
+            .add_parts(nl, ifindex, &mut class, egress, ingress)
+            .await
+        {
             for undo in self.remove(nl, ifindex, &class).await {
                 tracing::error!(error = %undo, "rolling back a failed delay class");
             }
@@ -152,11 +157,12 @@ impl DelayQdiscs {
         let options = self.classes[&class.minor].1.clone();
         if egress {
             if self.on_side(true).next().is_none() {
-                let original = qdisc::root_qdisc(nl, ifindex).await?.ok_or(
-                    KernelError::DeviceNotFound {
-                        dev: format!("ifindex {ifindex}"),
-                    },
-                )?;
+                let original =
+                    qdisc::root_qdisc(nl, ifindex)
+                        .await?
+                        .ok_or(KernelError::DeviceNotFound {
+                            dev: format!("ifindex {ifindex}"),
+                        })?;
                 qdisc::install_root(nl, ifindex).await?;
                 self.original_root = Some(original);
             }
@@ -291,7 +297,10 @@ impl DelayQdiscs {
                 None => {}
             }
             qdisc::add_delay_class(nl, dev, class.minor, options.clone()).await?;
-            put_back.push(format!("netem class {:x} of ifindex {dev}", qdisc::class_handle(class.minor)));
+            put_back.push(format!(
+                "netem class {:x} of ifindex {dev}",
+                qdisc::class_handle(class.minor)
+            ));
         }
         Ok(())
     }

@@ -95,7 +95,9 @@ fn planned(
         ));
     }
     if delay {
-        let delays = namespace.and_then(|ns| ns.device(device)).map(|d| &d.delays);
+        let delays = namespace
+            .and_then(|ns| ns.device(device))
+            .map(|d| &d.delays);
         let original_root = delays.is_some_and(|d| d.original_root().is_some());
         let ifb = delays.and_then(|d| d.ifb());
         if hooks.contains(&Hook::Egress) {

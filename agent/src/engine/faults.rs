@@ -4,7 +4,7 @@
 //! traffic first.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeSet, HashMap},
     time::{Duration, SystemTime},
 };
 
@@ -74,6 +74,13 @@ impl Slots {
 
 /// What `install` put in place for one fault; `uninstall` takes it back.
 #[derive(Debug)]
+/// What `remove_namespace` released but left in the datapath, to clear once the answer is out.
+#[derive(Default)]
+pub(super) struct Unreachable {
+    slots: Vec<u32>,
+    keys: Vec<PrefixKey>,
+}
+
 pub struct Installed {
     pub device: DeviceKey,
     pub slot: u32,
@@ -146,13 +153,17 @@ impl Engine {
         }
         self.pending
             .push(journal::Entry::Fault(Box::new(fault_record(&fault))));
+        self.deadlines.insert(fault.deadline.at, &id);
         self.faults.insert(id, fault);
-        self.emit(EventKind::Applied, view.clone(), None);
+        self.emit(EventKind::Applied, &view, None);
         Ok(view)
     }
 
     /// The namespace at `path`, connected to if it is not yet (the one `setns` of its life).
-    pub(super) fn open_namespace(&mut self, path: &std::path::Path) -> Result<NetnsId, EngineError> {
+    pub(super) fn open_namespace(
+        &mut self,
+        path: &std::path::Path,
+    ) -> Result<NetnsId, EngineError> {
         // An open namespace is found by identity, without opening the path again.
         let id = Netns::identify(path)?;
         if self.namespaces.contains_key(&id) {
@@ -203,7 +214,14 @@ impl Engine {
         };
         let new_attachment = self.next_attachment;
         let result = self
-            .install_kernel(netns, &mut installed, hooks, &mut value, delay, new_attachment)
+            .install_kernel(
+                netns,
+                &mut installed,
+                hooks,
+                &mut value,
+                delay,
+                new_attachment,
+            )
             .await;
         let result = match result {
             Ok(attachment) => {
@@ -349,6 +367,8 @@ impl Engine {
         let Some(fault) = self.faults.get_mut(id) else {
             unreachable!("looked up above");
         };
+        self.deadlines.remove(fault.deadline.at, id);
+        self.deadlines.insert(deadline.at, id);
         fault.deadline = deadline;
         tracing::info!(fault_id = %id, duration = %format_duration(duration), "fault renewed");
         let Some(fault) = self.faults.get(id) else {
@@ -357,14 +377,18 @@ impl Engine {
         let view = self.view(fault, FaultState::Active);
         self.pending
             .push(journal::Entry::Fault(Box::new(fault_record(fault))));
-        self.emit(EventKind::Renewed, view.clone(), None);
+        self.emit(EventKind::Renewed, &view, None);
         Ok(view)
     }
 
     /// The agent's and the policy's maxima for a fault's duration, in one place and order for
     /// apply and renew: over the agent's is an invalid value, over the policy's (lower) one is
     /// forbidden.
-    pub(super) fn check_duration(&self, duration: Duration, field: &str) -> Result<(), EngineError> {
+    pub(super) fn check_duration(
+        &self,
+        duration: Duration,
+        field: &str,
+    ) -> Result<(), EngineError> {
         if duration > self.config.durations.max {
             return Err(EngineError::Spec(SpecError {
                 field: field.into(),
@@ -397,6 +421,7 @@ impl Engine {
             .uninstall(fault.netns, &fault.installed, &fault.hooks)
             .await;
         let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        log_removal(std::slice::from_ref(&fault.id), state, &errors);
         self.drop_namespace_if_idle(fault.netns);
         self.forget(fault, state, counters, &errors, reason)
     }
@@ -411,6 +436,7 @@ impl Engine {
         reason: Option<&str>,
     ) -> FaultView {
         let id = fault.id.as_str();
+        self.deadlines.remove(fault.deadline.at, id);
         if let Some(key) = &fault.key {
             self.keys.remove(key);
         }
@@ -419,18 +445,15 @@ impl Engine {
         let mut view = self.view_with(&fault, state, counters.unwrap_or_default());
         view.remaining_ms = 0;
         let message = (!errors.is_empty()).then(|| errors.join("; "));
-        match &message {
-            Some(m) => tracing::error!(fault_id = %id, error = %m, "fault removed with errors"),
-            None => tracing::info!(fault_id = %id, state = ?state, "fault removed"),
-        }
+        tracing::debug!(fault_id = %id, state = ?state, "fault removed");
         let kind = match state {
             FaultState::Expired => EventKind::Expired,
             FaultState::Lost => EventKind::Lost,
             FaultState::Active | FaultState::Revoked => EventKind::Revoked,
         };
-        self.emit(kind, view.clone(), reason.map(str::to_owned));
+        self.emit(kind, &view, reason.map(str::to_owned));
         if let Some(m) = message {
-            self.emit(EventKind::Error, view.clone(), Some(m));
+            self.emit(EventKind::Error, &view, Some(m));
         }
         view
     }
@@ -475,30 +498,53 @@ impl Engine {
             .filter(|f| f.netns == netns)
             .map(|f| f.id.clone())
             .collect();
-        let mut finals: BTreeMap<String, Option<FlCounters>> = BTreeMap::new();
+        // The traffic is released: what the datapath holds for these faults (slots, trie
+        // entries under the namespace's attachments) no packet can reach, and goes once the
+        // answer is out (`clear_datapath`).
+        let mut finals: HashMap<&str, FlCounters> = HashMap::new();
+        let mut attachments = BTreeSet::new();
         for id in &ids {
             let Some(fault) = self.faults.get(id) else {
                 continue;
             };
-            let (slot, prefixes) = (fault.installed.slot, fault.installed.prefixes.clone());
-            let changes = self.index.remove(slot, &prefixes);
-            let mut trie_errors = self.write_trie(&changes);
-            finals.insert(id.clone(), self.datapath.read_counters(slot).ok());
-            trie_errors.extend(self.datapath.write_fault(slot, &FlFault::default()).err());
-            self.slots.put_back(slot);
-            for e in trie_errors {
-                tracing::error!(error = %e, "clearing a fault's slot");
+            let slot = fault.installed.slot;
+            if let Ok(counters) = self.datapath.read_counters(slot) {
+                finals.insert(id, counters);
             }
+            attachments.extend(fault.installed.prefixes.iter().map(|key| key.attachment));
+            self.unreachable.slots.push(slot);
         }
+        for attachment in attachments {
+            let keys = self.index.remove_attachment(attachment);
+            self.unreachable.keys.extend(keys);
+        }
+        log_removal(&ids, state, &errors);
         self.drop_namespace_if_idle(netns);
-        let mut views = Vec::new();
-        for id in ids {
-            if let Some(fault) = self.faults.remove(&id) {
-                let counters = finals.remove(&id).flatten();
+        let mut views = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(fault) = self.faults.remove(id) {
+                let counters = finals.get(id.as_str()).copied();
                 views.push(self.forget(fault, state, counters, &errors, reason));
             }
         }
         views
+    }
+
+    /// Clears the slots and trie entries of faults whose traffic `remove_namespace` released,
+    /// and gives the slots back.
+    pub(super) fn clear_datapath(&mut self) {
+        let Unreachable { slots, keys } = std::mem::take(&mut self.unreachable);
+        let mut errors = Vec::new();
+        for key in &keys {
+            errors.extend(self.datapath.delete_prefix(key).err());
+        }
+        for slot in slots {
+            errors.extend(self.datapath.write_fault(slot, &FlFault::default()).err());
+            self.slots.put_back(slot);
+        }
+        for e in errors {
+            tracing::error!(error = %e, "clearing a removed fault's slot");
+        }
     }
 
     /// A namespace without faults keeps nothing of ours: faultd lets it go.
@@ -507,5 +553,17 @@ impl Engine {
             self.namespaces.remove(&netns);
             pins::remove_marker(&self.config.pin_root, netns);
         }
+    }
+}
+
+/// One line per removal however many faults it took: a kill switch over thousands of faults
+/// is not held up writing thousands of lines (each fault's event still goes out).
+fn log_removal(ids: &[String], state: FaultState, errors: &[String]) {
+    let (first, count) = (ids.first().map_or("", String::as_str), ids.len());
+    if errors.is_empty() {
+        tracing::info!(fault_id = %first, count, state = ?state, "faults removed");
+    } else {
+        let error = errors.join("; ");
+        tracing::error!(fault_id = %first, count, state = ?state, error = %error, "faults removed with errors");
     }
 }

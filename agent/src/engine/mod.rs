@@ -26,25 +26,25 @@ use std::{
         atomic::{AtomicUsize, Ordering as AtomicOrdering},
         Arc,
     },
-    time::SystemTime,
+    time::{Instant, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
+use self::{
+    deadline::{unix_ms, Deadline, Deadlines},
+    delay::DelaySpec,
+    faults::{Installed, Slots, Unreachable},
+    journal::Journal,
+    namespace::Namespace,
+    watch::{KernelEvent, PathWatch},
+};
 pub use self::{
     error::EngineError,
     handle::{spawn, Command, ConnectionId, EngineHandle, Reply},
     journal::JournalError,
-};
-use self::{
-    deadline::{unix_ms, Deadline},
-    delay::DelaySpec,
-    faults::{Installed, Slots},
-    journal::Journal,
-    namespace::Namespace,
-    watch::{KernelEvent, PathWatch},
 };
 use crate::{
     abi::DEFAULT_FAULT_SLOTS,
@@ -93,6 +93,10 @@ pub struct EngineConfig {
 pub struct EngineStats {
     /// What the kernel charges for the datapath's maps and programs (fdinfo `memlock`).
     pub datapath_memory_bytes: u64,
+    /// How much of that each possible CPU adds (the per-CPU maps), and how many there are: on
+    /// a host with N CPUs the datapath costs about memory + (N - possible_cpus) × per CPU.
+    pub datapath_per_cpu_bytes: u64,
+    pub possible_cpus: usize,
     /// Times something of ours that someone else removed was put back.
     pub repairs: u64,
 }
@@ -118,9 +122,14 @@ pub struct Engine {
     slots: Slots,
     /// Which fault slots own which trie keys, for the whole datapath.
     index: PrefixIndex,
+    /// Slots (and their trie changes) of removed faults no packet can reach any more, to clear
+    /// once the answer is out.
+    unreachable: Unreachable,
     /// The next attachment id (a device's filters' classid); never reused while faultd runs.
     next_attachment: u32,
     faults: BTreeMap<String, ActiveFault>,
+    /// The faults' deadlines, earliest first.
+    deadlines: Deadlines,
     keys: HashMap<String, String>,
     namespaces: HashMap<NetnsId, Namespace>,
     journal: Journal,
@@ -174,8 +183,10 @@ impl Engine {
             datapath,
             slots: Slots::new(slot_count),
             index: PrefixIndex::default(),
+            unreachable: Unreachable::default(),
             next_attachment: 1,
             faults: BTreeMap::new(),
+            deadlines: Deadlines::default(),
             keys: HashMap::new(),
             namespaces: HashMap::new(),
             journal,
@@ -216,13 +227,7 @@ impl Engine {
             *slot = self.slots.take()?;
         }
         let attachments = [self.new_attachment(), self.new_attachment()];
-        let found = probe::probe(
-            &mut self.datapath,
-            probe::Lent {
-                slots,
-                attachments,
-            },
-        );
+        let found = probe::probe(&mut self.datapath, probe::Lent { slots, attachments });
         for slot in slots {
             self.slots.put_back(slot);
         }
@@ -243,12 +248,13 @@ impl Engine {
                 self.remove_pins_if_idle();
                 return;
             }
-            let next = self.faults.values().map(|f| f.deadline.at).min();
+            let next = self.deadlines.next();
             let mut look_at = BTreeSet::new();
             tokio::select! {
                 command = inbox.recv() => match command {
                     Some(Command::Shutdown(reply)) => {
                         let removed = self.remove_all(FaultState::Revoked).await;
+                        self.clear_datapath();
                         self.sync_journal();
                         self.remove_pins_if_idle();
                         let _ = reply.send(Ok(removed));
@@ -272,10 +278,12 @@ impl Engine {
             self.repair_looked_at(look_at).await;
             self.expire_due().await;
             self.sync_journal();
+            self.clear_datapath();
             self.active
                 .store(self.faults.len(), AtomicOrdering::Relaxed);
         }
         self.remove_all(FaultState::Revoked).await;
+        self.clear_datapath();
         self.sync_journal();
         self.remove_pins_if_idle();
     }
@@ -333,7 +341,9 @@ impl Engine {
             }
             Command::Revoke { fault_id, reply } => {
                 let result = if self.faults.contains_key(&fault_id) {
-                    Ok(self.remove_fault(&fault_id, FaultState::Revoked, None).await)
+                    Ok(self
+                        .remove_fault(&fault_id, FaultState::Revoked, None)
+                        .await)
                 } else {
                     Err(EngineError::NotFound(fault_id))
                 };
@@ -346,8 +356,11 @@ impl Engine {
                 let _ = reply.send(Ok(removed));
             }
             Command::Stats(reply) => {
+                let (per_cpu, cpus) = self.datapath.per_cpu();
                 let stats = self.datapath.memory().map(|memory| EngineStats {
                     datapath_memory_bytes: memory,
+                    datapath_per_cpu_bytes: per_cpu,
+                    possible_cpus: cpus,
                     repairs: self.repairs,
                 });
                 let _ = reply.send(stats.map_err(EngineError::from));
@@ -393,14 +406,10 @@ impl Engine {
     }
 
     async fn expire_due(&mut self) {
-        let due: Vec<String> = self
-            .faults
-            .values()
-            .filter(|f| f.deadline.passed())
-            .map(|f| f.id.clone())
-            .collect();
-        for id in due {
-            self.remove_fault(&id, FaultState::Expired, None).await;
+        for id in self.deadlines.take_passed(Instant::now()) {
+            if self.faults.contains_key(&id) {
+                self.remove_fault(&id, FaultState::Expired, None).await;
+            }
         }
     }
 
@@ -470,7 +479,7 @@ impl Engine {
 }
 
 /// Sleeps until `at`, or forever.
-async fn sleep_until(at: Option<std::time::Instant>) {
+async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,

@@ -51,7 +51,10 @@ fn hook_index(hook: Hook) -> usize {
 
 /// (egress, ingress): which sides `hooks` act on.
 pub fn sides(hooks: &[Hook]) -> (bool, bool) {
-    (hooks.contains(&Hook::Egress), hooks.contains(&Hook::Ingress))
+    (
+        hooks.contains(&Hook::Egress),
+        hooks.contains(&Hook::Ingress),
+    )
 }
 
 #[derive(Debug)]
@@ -100,10 +103,12 @@ impl Namespace {
         self.netns.path()
     }
 
-
-
     /// Listens again, after the announcements' socket failed.
-    pub fn relisten(&mut self, home: &Netns, events: mpsc::UnboundedSender<KernelEvent>) -> Result<(), KernelError> {
+    pub fn relisten(
+        &mut self,
+        home: &Netns,
+        events: mpsc::UnboundedSender<KernelEvent>,
+    ) -> Result<(), KernelError> {
         let inside = self.netns.enter(home)?;
         let notifications = Notifications::here()?;
         drop(inside);
@@ -258,7 +263,11 @@ impl Namespace {
                 errors.extend(gone.delays.teardown(&self.nl, device.ifindex).await);
             }
             if present && created_clsact {
-                errors.extend(remove_clsact_if_unused(&self.nl, device.ifindex).await.err());
+                errors.extend(
+                    remove_clsact_if_unused(&self.nl, device.ifindex)
+                        .await
+                        .err(),
+                );
             }
         }
         errors
@@ -303,7 +312,11 @@ impl Namespace {
 
     /// Removes a delay fault's class; the last ingress one takes the steering filter and the
     /// ifb with it.
-    pub async fn remove_delay(&mut self, device: &DeviceKey, class: &DelayClass) -> Vec<KernelError> {
+    pub async fn remove_delay(
+        &mut self,
+        device: &DeviceKey,
+        class: &DelayClass,
+    ) -> Vec<KernelError> {
         let mut errors = Vec::new();
         let Some(state) = self.devices.get_mut(device) else {
             return errors;
@@ -348,17 +361,23 @@ impl Namespace {
             }
             for hook in Hook::ALL {
                 if state.hook_users[hook_index(hook)] > 0 {
-                    let detached = filter::detach(&self.nl, device.ifindex, hook, DATAPATH_PRIORITY);
+                    let detached =
+                        filter::detach(&self.nl, device.ifindex, hook, DATAPATH_PRIORITY);
                     errors.extend(detached.await.err());
                 }
             }
             if state.delays.ifb().is_some() {
-                let detached = filter::detach(&self.nl, device.ifindex, Hook::Ingress, STEER_PRIORITY);
+                let detached =
+                    filter::detach(&self.nl, device.ifindex, Hook::Ingress, STEER_PRIORITY);
                 errors.extend(detached.await.err());
             }
             errors.extend(state.delays.teardown(&self.nl, device.ifindex).await);
             if state.created_clsact {
-                errors.extend(remove_clsact_if_unused(&self.nl, device.ifindex).await.err());
+                errors.extend(
+                    remove_clsact_if_unused(&self.nl, device.ifindex)
+                        .await
+                        .err(),
+                );
             }
         }
         errors
@@ -448,10 +467,7 @@ async fn remove_clsact_if_unused(nl: &Netlink, ifindex: u32) -> Result<(), Kerne
 /// Removes every object of ours in the namespace that `listed` does not account for: filters
 /// on devices not listed, ifbs, htb roots and classes. A clsact that held nothing else goes
 /// too, as whoever added it (a faultd whose journal was lost) cannot be told.
-pub async fn sweep(
-    nl: &Netlink,
-    listed: &BTreeMap<DeviceKey, Device>,
-) -> Result<(), KernelError> {
+pub async fn sweep(nl: &Netlink, listed: &BTreeMap<DeviceKey, Device>) -> Result<(), KernelError> {
     let attached: Vec<u32> = listed.keys().map(|d| d.ifindex).collect();
     let ifbs: BTreeMap<u32, &Device> = listed
         .values()
@@ -490,7 +506,11 @@ impl Namespace {
     }
 }
 
-async fn remove_unlisted_filters(nl: &Netlink, ifindex: u32, name: &str) -> Result<(), KernelError> {
+async fn remove_unlisted_filters(
+    nl: &Netlink,
+    ifindex: u32,
+    name: &str,
+) -> Result<(), KernelError> {
     let mut ours = 0;
     for hook in Hook::ALL {
         ours += filter::filters(nl, ifindex, hook)
@@ -510,7 +530,11 @@ async fn remove_unlisted_filters(nl: &Netlink, ifindex: u32, name: &str) -> Resu
     remove_clsact_if_unused(nl, ifindex).await
 }
 
-async fn remove_unlisted_classes(nl: &Netlink, ifindex: u32, device: &Device) -> Result<(), KernelError> {
+async fn remove_unlisted_classes(
+    nl: &Netlink,
+    ifindex: u32,
+    device: &Device,
+) -> Result<(), KernelError> {
     for (minor, _) in qdisc::delay_classes(nl, ifindex).await? {
         if !device.delays.has_minor(minor) {
             qdisc::delete_delay_class(nl, ifindex, minor).await?;

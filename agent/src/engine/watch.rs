@@ -71,7 +71,11 @@ impl PathWatch {
             .ok()
             .map(Arc::new);
         if let Some(inotify) = &inotify {
-            tokio::spawn(read_inotify(inotify.clone(), directories.clone(), events.clone()));
+            tokio::spawn(read_inotify(
+                inotify.clone(),
+                directories.clone(),
+                events.clone(),
+            ));
         }
         PathWatch {
             inotify,
@@ -100,7 +104,9 @@ impl PathWatch {
                 let mut directories = self.directories.lock().unwrap_or_else(|e| e.into_inner());
                 directories.insert(wd, dir.to_owned());
             }
-            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for deleted namespaces"),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for deleted namespaces")
+            }
         }
     }
 
@@ -196,7 +202,11 @@ impl Engine {
     /// Acts on what the kernel announced: devices gone lose their faults at once; devices
     /// that may have lost something of ours are looked at once the announcements queued so
     /// far are read (`repair_looked_at`).
-    pub(super) async fn heard(&mut self, event: KernelEvent, look_at: &mut BTreeSet<(NetnsId, DeviceKey)>) {
+    pub(super) async fn heard(
+        &mut self,
+        event: KernelEvent,
+        look_at: &mut BTreeSet<(NetnsId, DeviceKey)>,
+    ) {
         match event {
             KernelEvent::Announced(netns, None) => {
                 // The socket failed (its buffer overflowed, say): listen again, look at all.
@@ -212,7 +222,8 @@ impl Engine {
                 let Some(namespace) = self.namespaces.get(&netns) else {
                     return;
                 };
-                let Some((device, verdict)) = affected(&message, |ifindex| namespace.device_of(ifindex))
+                let Some((device, verdict)) =
+                    affected(&message, |ifindex| namespace.device_of(ifindex))
                 else {
                     return;
                 };
@@ -273,7 +284,7 @@ impl Engine {
             for id in ids {
                 if let Some(fault) = self.faults.get(&id) {
                     let view = self.view(fault, FaultState::Active);
-                    self.emit(EventKind::Repaired, view, Some(message.clone()));
+                    self.emit(EventKind::Repaired, &view, Some(message.clone()));
                 }
             }
         }
@@ -303,7 +314,8 @@ impl Engine {
     /// (the namespace lives on while faultd holds it) is removed first, then faultd lets go.
     async fn lose_namespace(&mut self, netns: NetnsId, reason: &str) {
         tracing::warn!(netns = ?netns, reason, "faults lost");
-        self.remove_namespace(netns, FaultState::Lost, Some(reason)).await;
+        self.remove_namespace(netns, FaultState::Lost, Some(reason))
+            .await;
     }
 }
 

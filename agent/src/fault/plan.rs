@@ -224,6 +224,21 @@ impl PrefixIndex {
         TrieChanges { set, delete }
     }
 
+    /// Forgets every key under `attachment`, for when all of its device's faults go at once;
+    /// returns them.
+    pub fn remove_attachment(&mut self, attachment: u32) -> Vec<PrefixKey> {
+        let first = |attachment| PrefixKey {
+            attachment,
+            addr: [0; 16],
+            len: 0,
+        };
+        let mut under = self.owners.split_off(&first(attachment));
+        if let Some(next) = attachment.checked_add(1) {
+            self.owners.append(&mut under.split_off(&first(next)));
+        }
+        under.into_keys().collect()
+    }
+
     /// Removes `slot` from `keys`; returns the keys nobody owns any more.
     fn forget(&mut self, slot: u32, keys: &[PrefixKey]) -> Vec<PrefixKey> {
         let mut gone = Vec::new();
@@ -263,7 +278,10 @@ impl PrefixIndex {
     /// The slots of every key containing `key`: its ancestors, one lookup per prefix length.
     fn candidates(&self, key: &PrefixKey) -> Result<FlCandidates, TooManyOverlapping> {
         let slots: BTreeSet<u32> = (0..=key.len)
-            .filter_map(|len| self.owners.get(&PrefixKey::new(key.attachment, key.addr, len)))
+            .filter_map(|len| {
+                self.owners
+                    .get(&PrefixKey::new(key.attachment, key.addr, len))
+            })
             .flat_map(|slots| slots.iter().copied())
             .collect();
         if slots.len() > MAX_CANDIDATES {

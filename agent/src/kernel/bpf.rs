@@ -25,8 +25,8 @@ use super::{
 };
 use crate::abi::{
     FlCandidates, FlCounters, FlFault, FlPrefixData, FlProtectedList, PrefixKey, MAP_COUNTERS,
-    MAP_FAULTS, MAP_PREFIXES, MAP_PROTECTED, PREFIX_ATTACHMENT_BITS, PROG_EGRESS, PROG_INGRESS,
-    PROG_INGRESS_STEER,
+    MAP_FAULTS, MAP_PREFIXES, MAP_PROTECTED, MAP_SCRATCH, PREFIX_ATTACHMENT_BITS, PROG_EGRESS,
+    PROG_INGRESS, PROG_INGRESS_STEER,
 };
 
 /// The compiled datapath (ebpf/faults.bpf.c), embedded at build time.
@@ -68,6 +68,8 @@ pub struct Datapath {
     protected: Array<MapData, FlProtectedList>,
     /// Duplicates of every map's descriptor, to read what the kernel charges for them.
     map_fds: Vec<OwnedFd>,
+    /// What each possible CPU adds to the maps' size (the per-CPU maps' values).
+    per_cpu_bytes: u64,
     cpus: usize,
     slots: u32,
 }
@@ -111,7 +113,9 @@ impl Datapath {
             feature: "ebpf_faults",
             detail,
         };
-        let mut ebpf = loader.load(OBJECT).map_err(|e| unsupported(e.to_string()))?;
+        let mut ebpf = loader
+            .load(OBJECT)
+            .map_err(|e| unsupported(e.to_string()))?;
         for name in PROGRAMS {
             let program: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -121,9 +125,9 @@ impl Datapath {
             program.load().map_err(|e| unsupported(format!("{e:?}")))?;
         }
         let mut map_fds = Vec::new();
-        let mut take = |name: &'static str| -> Result<Map, KernelError> {
-            let map = ebpf.take_map(name).ok_or(KernelError::MissingObject(name))?;
-            if let Map::Array(data) | Map::PerCpuArray(data) | Map::LpmTrie(data) = &map {
+        let mut per_cpu_bytes = 0;
+        let mut account = |map: &Map| -> Result<(), KernelError> {
+            if let Map::Array(data) | Map::PerCpuArray(data) | Map::LpmTrie(data) = map {
                 map_fds.push(
                     data.fd()
                         .as_fd()
@@ -131,22 +135,29 @@ impl Datapath {
                         .map_err(syscall("dup"))?,
                 );
             }
+            if let Map::PerCpuArray(data) = map {
+                let info = data.info().map_err(map_err("per-CPU map"))?;
+                // Each possible CPU holds every entry's value, rounded up to 8 bytes.
+                per_cpu_bytes += u64::from(info.max_entries())
+                    * u64::from(info.value_size()).next_multiple_of(8);
+            }
+            Ok(())
+        };
+        // The scratch map stays with the programs; its memory counts all the same.
+        if let Some(scratch) = ebpf.map(MAP_SCRATCH) {
+            account(scratch)?;
+        }
+        let mut take = |name: &'static str| -> Result<Map, KernelError> {
+            let map = ebpf
+                .take_map(name)
+                .ok_or(KernelError::MissingObject(name))?;
+            account(&map)?;
             Ok(map)
         };
         let faults = Array::try_from(take(MAP_FAULTS)?).map_err(map_err(MAP_FAULTS))?;
         let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?).map_err(map_err(MAP_COUNTERS))?;
         let prefixes = LpmTrie::try_from(take(MAP_PREFIXES)?).map_err(map_err(MAP_PREFIXES))?;
         let protected = Array::try_from(take(MAP_PROTECTED)?).map_err(map_err(MAP_PROTECTED))?;
-        // The scratch map stays with the programs; its memory counts all the same.
-        if let Some(Map::PerCpuArray(scratch)) = ebpf.map(crate::abi::MAP_SCRATCH) {
-            map_fds.push(
-                scratch
-                    .fd()
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map_err(syscall("dup"))?,
-            );
-        }
         let cpus = nr_cpus().map_err(|(_, source)| KernelError::Syscall {
             call: "nr_cpus",
             source,
@@ -160,6 +171,7 @@ impl Datapath {
             prefixes,
             protected,
             map_fds,
+            per_cpu_bytes,
             cpus,
             slots,
         })
@@ -225,6 +237,12 @@ impl Datapath {
                 .unwrap_or(0);
         }
         Ok(total)
+    }
+
+    /// What each possible CPU adds to what the kernel charges (the per-CPU maps' values), and
+    /// how many possible CPUs there are.
+    pub fn per_cpu(&self) -> (u64, usize) {
+        (self.per_cpu_bytes, self.cpus)
     }
 
     /// Replaces the pass-list of traffic no fault may touch.

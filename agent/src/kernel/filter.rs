@@ -157,7 +157,12 @@ pub async fn detach(
         .await
     {
         // Gone already, with its priority, its clsact or its device.
-        Err(e) if matches!(rtnl::errno(&e), Some(libc::ENOENT | libc::EINVAL | libc::ENODEV)) => {
+        Err(e)
+            if matches!(
+                rtnl::errno(&e),
+                Some(libc::ENOENT | libc::EINVAL | libc::ENODEV)
+            ) =>
+        {
             Ok(())
         }
         other => other,

@@ -116,7 +116,6 @@ impl Capabilities {
     }
 }
 
-
 /// How long netem holds the probe's delayed datagrams: long enough that one which skipped
 /// netem cannot pass for delayed, short enough not to slow faultd's start.
 const PROBE_DELAY: Duration = Duration::from_millis(50);
@@ -310,8 +309,20 @@ impl ScratchLab {
         let senders = Senders::new()?;
         // Partitions, at A's egress and B's ingress.
         let port = |probe| senders.port(probe);
-        faults.add(a_attachment, HOOK_EGRESS, port(Probe::EgressDrop), ACTION_PARTITION, 0)?;
-        faults.add(b_attachment, HOOK_INGRESS, port(Probe::IngressDrop), ACTION_PARTITION, 0)?;
+        faults.add(
+            a_attachment,
+            HOOK_EGRESS,
+            port(Probe::EgressDrop),
+            ACTION_PARTITION,
+            0,
+        )?;
+        faults.add(
+            b_attachment,
+            HOOK_INGRESS,
+            port(Probe::IngressDrop),
+            ACTION_PARTITION,
+            0,
+        )?;
         // Delays: a netem class under an htb root on A's device, and on an ifb in B.
         let plain_delay = NetemWire {
             delay: Some(format!("{}ms", PROBE_DELAY.as_millis())),
@@ -320,11 +331,23 @@ impl ScratchLab {
         let netem = netem_options(&netem_of(&plain_delay)?);
         let egress_delay = self.delay_class(&self.a_nl, self.a_dev, &netem).await;
         if let Ok(class) = egress_delay {
-            faults.add(a_attachment, HOOK_EGRESS, port(Probe::EgressDelay), ACTION_DELAY, class)?;
+            faults.add(
+                a_attachment,
+                HOOK_EGRESS,
+                port(Probe::EgressDelay),
+                ACTION_DELAY,
+                class,
+            )?;
         }
         let ingress_delay = self.ingress_delay_class(faults.datapath, &netem).await;
         if let Ok(class) = ingress_delay {
-            faults.add(b_attachment, HOOK_INGRESS, port(Probe::IngressDelay), ACTION_DELAY, class)?;
+            faults.add(
+                b_attachment,
+                HOOK_INGRESS,
+                port(Probe::IngressDelay),
+                ACTION_DELAY,
+                class,
+            )?;
         }
 
         let seen = senders.send_and_collect(&self.sink)?;
@@ -394,7 +417,10 @@ impl ScratchLab {
 async fn netem_readback(nl: &Netlink, dev: u32, group: NetemGroup) -> Result<(), String> {
     let minor = 2 + group as u16;
     let sent = netem_options(&netem_of(&group.sample()).map_err(|e| e.to_string())?);
-    if !qdisc::root_is_ours(nl, dev).await.map_err(|e| e.to_string())? {
+    if !qdisc::root_is_ours(nl, dev)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         qdisc::install_root(nl, dev)
             .await
             .map_err(named("the htb qdisc (sch_htb)"))?;
@@ -474,7 +500,8 @@ impl Faults<'_> {
             slots: [0; MAX_CANDIDATES],
         };
         candidates.slots[..listed.len()].copy_from_slice(listed);
-        self.datapath.set_prefix(&any_address(attachment), &candidates)
+        self.datapath
+            .set_prefix(&any_address(attachment), &candidates)
     }
 
     /// Gives the slots and trie entries back empty.

@@ -325,11 +325,7 @@ pub async fn delete_root(nl: &Netlink, ifindex: u32) -> Result<(), KernelError> 
 }
 
 /// Deletes class fa17:`minor` and its netem leaf.
-pub async fn delete_delay_class(
-    nl: &Netlink,
-    ifindex: u32,
-    minor: u16,
-) -> Result<(), KernelError> {
+pub async fn delete_delay_class(nl: &Netlink, ifindex: u32, minor: u16) -> Result<(), KernelError> {
     let class = class_message(ifindex, minor, None);
     nl.change(
         "delete delay class",

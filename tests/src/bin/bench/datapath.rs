@@ -244,7 +244,8 @@ fn prog_stats(pid: u32) -> (f64, f64) {
 pub fn run(quick: bool) -> Vec<Figure> {
     let lab = Lab::new();
     let base = Lab::new();
-    let agent = Agent::start();
+    // Slots for the 10,000 rules (the default is 1,024 faults).
+    let agent = Agent::start_with(&["--max-faults", "16384"]);
     let _servers = (Iperf::serve(&lab), Iperf::serve(&base));
     let (rounds, seconds) = if quick { (1, "1") } else { (3, "2") };
     let sizes: &[usize] = if quick {
