@@ -403,6 +403,15 @@ fn the_daemonset_keeps_the_api_servers_rules_and_mounts_what_faultd_uses() {
     );
     let args = strings(&faultd["args"]);
     assert_faultd_accepts(&args, "the DaemonSet's args");
+    let unit = unit_settings(&read("deploy/systemd/faultd.service"));
+    assert_eq!(
+        (
+            faultd["resources"]["limits"]["memory"].as_str(),
+            unit["MemoryMax"].as_slice()
+        ),
+        (Some("128Mi"), ["128M".to_owned()].as_slice()),
+        "one memory limit for RSS and the datapath's kernel memory, in both"
+    );
     let security = &faultd["securityContext"];
     assert_ne!(security["privileged"], true);
     assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
