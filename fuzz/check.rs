@@ -21,7 +21,10 @@ use faultline::{
         spec::{Action, DurationLimits, FaultSpec, FaultWire},
     },
     kernel::netem::{netem_options_with, Psched},
-    proto::{parse_request, response_line, ErrorBody, ErrorCode, Request, MAX_LINE_BYTES},
+    proto::{
+        parse_request, response_line, Apply, ErrorBody, ErrorCode, Plan, Request, Response,
+        Watching, MAX_LINE_BYTES,
+    },
 };
 use serde_json::Value;
 
@@ -152,10 +155,16 @@ fn check_parsed(line: &[u8]) -> Verdict {
             };
         }
     };
-    if let Request::Apply { fault, .. } = &request {
+    if let Request::Apply(Apply { fault, .. }) = &request {
         // The permissive configuration only has to hold the properties.
         let _ = check_fault(fault, &PERMISSIVE);
-        let outcome = check_fault(fault, &FAULTD_DEFAULTS);
+        let outcome = check_fault(fault, &FAULTD_DEFAULTS).map(|fault| {
+            Response::Plan(Box::new(Plan {
+                dry_run: true,
+                fault,
+                objects: Vec::new(),
+            }))
+        });
         check_response(&id, outcome.clone());
         if let Err(error) = outcome {
             return Verdict::Refused {
@@ -164,7 +173,7 @@ fn check_parsed(line: &[u8]) -> Verdict {
             };
         }
     } else {
-        check_response(&id, Ok(serde_json::json!({})));
+        check_response(&id, Ok(Response::Watching(Watching { watching: true })));
     }
     Verdict::Accepted(variant_name(&request))
 }
@@ -181,7 +190,7 @@ fn variant_name(request: &Request) -> String {
 
 /// Validation, normalisation and compilation of one fault. The `Ok` value is what an
 /// apply's result would carry as its `fault`.
-fn check_fault(wire: &FaultWire, limits: &DurationLimits) -> Result<Value, ErrorBody> {
+fn check_fault(wire: &FaultWire, limits: &DurationLimits) -> Result<FaultWire, ErrorBody> {
     let spec = match FaultSpec::from_wire(wire, limits) {
         Ok(spec) => spec,
         Err(error) => {
@@ -224,7 +233,7 @@ fn check_fault(wire: &FaultWire, limits: &DurationLimits) -> Result<Value, Error
         panic!("normalised JSON is refused: {e}\n{json}");
     }
     compile(&spec);
-    Ok(serde_json::to_value(&normal).expect("a normalised fault is JSON"))
+    Ok(normal)
 }
 
 /// The datapath's values for a valid spec: nothing may panic or be silently dropped.
@@ -269,7 +278,7 @@ fn compile(spec: &FaultSpec) {
 }
 
 /// A response line is one line of JSON that says what was meant.
-fn check_response(id: &Value, outcome: Result<Value, ErrorBody>) {
+fn check_response(id: &Value, outcome: Result<Response, ErrorBody>) {
     if let Err(error) = &outcome {
         assert!(!error.message.is_empty(), "an error without a message");
         assert!(
@@ -297,6 +306,7 @@ fn check_response(id: &Value, outcome: Result<Value, ErrorBody>) {
     match expected {
         Ok(result) => {
             assert_eq!(object["ok"], Value::Bool(true));
+            let result = serde_json::to_value(result).expect("a response serializes");
             assert_eq!(object["result"], result);
         }
         Err(error) => {

@@ -19,7 +19,7 @@ use faultline::{
     },
     kernel::netem::{netem_options_with, Psched},
     policy::Policy,
-    proto::{parse_request, Request},
+    proto::{parse_request, Apply, Request},
 };
 
 /// A typical apply: loss on one device towards a subnet's database port.
@@ -96,7 +96,7 @@ fn config() -> Criterion {
 
 fn fault_wire(line: &[u8]) -> FaultWire {
     match parse_request(line).1 {
-        Ok(Request::Apply { fault, .. }) => *fault,
+        Ok(Request::Apply(Apply { fault, .. })) => *fault,
         other => panic!("not an apply: {other:?}"),
     }
 }
@@ -123,7 +123,7 @@ fn parse_and_validate(c: &mut Criterion) {
         FaultSpec::from_wire(&fault_wire(line), &LIMITS).expect("valid spec");
         group.bench_with_input(BenchmarkId::from_parameter(name), line, |b, line| {
             b.iter(|| match parse_request(black_box(line)).1 {
-                Ok(Request::Apply { fault, .. }) => FaultSpec::from_wire(&fault, &LIMITS),
+                Ok(Request::Apply(Apply { fault, .. })) => FaultSpec::from_wire(&fault, &LIMITS),
                 _ => unreachable!(),
             })
         });

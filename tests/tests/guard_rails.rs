@@ -140,6 +140,7 @@ fn the_policy_refuses_what_it_does_not_allow_and_installs_nothing() {
         &agent,
         json!({"target": a, "partition": {}, "duration": "2m"}),
     );
+    let error_over_max = error.clone();
     let by_policy = error["code"] == "forbidden" && error["field"] == "limits.max_duration";
     let by_limit = error["code"] == "invalid_value" && error["field"] == "fault.duration";
     assert!(by_policy || by_limit, "{error}");
@@ -183,6 +184,33 @@ fn the_policy_refuses_what_it_does_not_allow_and_installs_nothing() {
     );
     assert_eq!(error["code"], "limit_exceeded", "{error}");
     assert_eq!(list_ids(&agent).len(), 2);
+    // A renew past the maximum is refused as an apply is: the same code, and the same rule
+    // (or the request's own `duration` where the apply's was `fault.duration`).
+    let id = &list_ids(&agent)[0];
+    let renewed = agent.request(json!({"id": 1, "op": "renew", "fault_id": id, "duration": "2m"}));
+    let error = &renewed["error"];
+    assert_eq!(error["code"], error_over_max["code"], "{renewed}");
+    let field = match error_over_max["field"].as_str() {
+        Some("fault.duration") => "duration",
+        other => other.unwrap_or_default(),
+    };
+    assert_eq!(error["field"], field, "{renewed}");
+    // Past faultd's own maximum (1h) as well as the policy's: an invalid value, for both.
+    let error = apply_error(
+        &agent,
+        json!({"target": a, "partition": {}, "duration": "2h"}),
+    );
+    assert_eq!(
+        (&error["code"], &error["field"]),
+        (&json!("invalid_value"), &json!("fault.duration")),
+        "{error}"
+    );
+    let renewed = agent.request(json!({"id": 1, "op": "renew", "fault_id": id, "duration": "2h"}));
+    assert_eq!(
+        (&renewed["error"]["code"], &renewed["error"]["field"]),
+        (&json!("invalid_value"), &json!("duration")),
+        "{renewed}"
+    );
 
     // hello and faultctl status show the policy in force.
     let hello = agent.request(json!({"id": 1, "op": "hello"}));

@@ -1,4 +1,4 @@
-//! A blocking protocol client: faultctl, the tests and examples talk to faultd through it.
+//! A blocking protocol client, typed by `proto`: faultctl talks to faultd through it.
 
 use std::{
     io::{self, BufRead, BufReader, Write},
@@ -6,10 +6,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use thiserror::Error;
 
-use crate::proto::ErrorBody;
+use crate::proto::{ErrorBody, Request, Response, ResponseLine, WatchLine};
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -48,43 +49,51 @@ impl Client {
         })
     }
 
-    /// Sends `{"op": op, ...args}` and returns the `result` of a successful response.
-    pub fn request(&mut self, op: &str, args: Value) -> Result<Value, ClientError> {
-        self.next_id += 1;
-        let mut request = json!({"id": self.next_id, "op": op});
-        if let (Some(request), Value::Object(args)) = (request.as_object_mut(), args) {
-            request.extend(args);
+    /// Sends `request` and returns the `result` of a successful answer, read as the answer
+    /// to that request.
+    pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            id: u64,
+            #[serde(flatten)]
+            request: &'a Request,
         }
-        let sent = writeln!(self.writer, "{request}");
+        self.next_id += 1;
+        let id = self.next_id;
+        let line = serde_json::to_string(&Line { id, request })
+            .map_err(|e| ClientError::Protocol(format!("cannot encode the request: {e}")))?;
+        let sent = writeln!(self.writer, "{line}");
         // faultd may have answered and closed before reading (e.g. `busy`): its line says why.
-        let response = match (sent, self.read_line()) {
+        let response: ResponseLine = match (sent, self.read_line()) {
             (_, Ok(response)) => response,
             (Err(e), Err(_)) => return Err(e.into()),
             (Ok(()), Err(e)) => return Err(e),
         };
         // A connection-level refusal answers no request in particular.
-        let connection_level = response.get("id") == Some(&Value::Null)
-            && response.get("ok") == Some(&Value::Bool(false));
-        if !connection_level && response.get("id") != Some(&json!(self.next_id)) {
+        let connection_level = response.id.is_null() && !response.ok;
+        if !connection_level && response.id != id {
             return Err(ClientError::Protocol(format!(
-                "response for another request: {response}"
+                "response for another request (id {})",
+                response.id
             )));
         }
-        match response.get("ok") {
-            Some(Value::Bool(true)) => Ok(response.get("result").cloned().unwrap_or(Value::Null)),
-            Some(Value::Bool(false)) => {
-                let error = response.get("error").cloned().unwrap_or(Value::Null);
-                Err(ClientError::Rejected(
-                    serde_json::from_value(error)
-                        .map_err(|e| ClientError::Protocol(e.to_string()))?,
-                ))
+        match (response.ok, response.error) {
+            (true, _) => {
+                Response::of(request, response.result.unwrap_or(Value::Null)).map_err(|e| {
+                    ClientError::Protocol(format!("a {} answer: {e}", request.op().as_str()))
+                })
             }
-            _ => Err(ClientError::Protocol(response.to_string())),
+            (false, Some(error)) => Err(ClientError::Rejected(error)),
+            (false, None) => Err(ClientError::Protocol("a refusal without an error".into())),
         }
     }
 
-    /// Reads the next line (a response or, after `watch`, an event). `None` at end of stream.
-    pub fn next_line(&mut self) -> Result<Option<Value>, ClientError> {
+    /// Reads the next line of a watch stream. `None` at end of stream.
+    pub fn next_event(&mut self) -> Result<Option<WatchLine>, ClientError> {
+        self.next_line()
+    }
+
+    fn next_line<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
             return Ok(None);
@@ -94,7 +103,7 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    fn read_line(&mut self) -> Result<Value, ClientError> {
+    fn read_line(&mut self) -> Result<ResponseLine, ClientError> {
         self.next_line()?
             .ok_or_else(|| ClientError::Protocol("faultd closed the connection".into()))
     }

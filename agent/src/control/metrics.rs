@@ -4,7 +4,6 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr, sync::Mutex, time::Duration};
 
-use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -12,8 +11,8 @@ use tokio::{
 };
 
 use crate::{
-    engine::{Command, EngineError, EngineHandle, EngineStats},
-    proto::{DirectionCounters, ErrorCode, FaultView},
+    engine::{Command, EngineError, EngineHandle},
+    proto::{DirectionCounters, ErrorCode, FaultView, Metrics, RequestCount},
 };
 
 /// Requests answered since faultd started, by op and outcome (`ok` or the error code).
@@ -41,29 +40,11 @@ impl RequestCounts {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestCount {
-    pub op: String,
-    pub code: String,
-    pub count: u64,
-}
-
-/// The `metrics` op's result.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    pub requests: Vec<RequestCount>,
-    /// The active faults, with their counters.
-    pub faults: Vec<FaultView>,
-    /// What the datapath costs, and what faultd has put back.
-    #[serde(flatten)]
-    pub engine: EngineStats,
-}
-
 pub async fn snapshot(
     engine: &EngineHandle,
     counts: &RequestCounts,
-) -> Result<Snapshot, EngineError> {
-    Ok(Snapshot {
+) -> Result<Metrics, EngineError> {
+    Ok(Metrics {
         faults: engine.call(Command::List).await?,
         engine: engine.call(Command::Stats).await?,
         requests: counts.snapshot(),
@@ -71,7 +52,7 @@ pub async fn snapshot(
 }
 
 /// The Prometheus text exposition format (version 0.0.4).
-pub fn render(snapshot: &Snapshot) -> String {
+pub fn render(snapshot: &Metrics) -> String {
     let mut text = String::new();
     family(
         &mut text,

@@ -10,7 +10,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use thiserror::Error;
 use tokio::{
     io::AsyncWriteExt,
@@ -21,13 +21,14 @@ use tokio::{
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tracing::Instrument;
 
-use super::metrics::{self, RequestCounts, Snapshot};
+use super::metrics::{self, RequestCounts};
 use crate::{
     engine::{Command, ConnectionId, EngineError, EngineHandle},
     fault::values::format_duration,
     policy::{Access, Policy},
     proto::{
-        parse_request, response_line, ErrorBody, ErrorCode, FaultView, Lease, Plan, Request,
+        parse_request, response_line, Apply, ErrorBody, ErrorCode, Event, FaultId, FaultList,
+        FaultView, Lagged, Lease, Renew, Request, Response, Revoked, WatchLine, Watching,
         MAX_LINE_BYTES,
     },
 };
@@ -185,7 +186,7 @@ async fn refuse(mut stream: UnixStream, max: usize, write_timeout: Duration) {
         ErrorCode::Busy,
         format!("faultd serves at most {max} connections at once; try again later"),
     );
-    let line = response_line::<()>(&Value::Null, Err(error));
+    let line = response_line(&Value::Null, Err(error));
     let _ = timeout(write_timeout, stream.write_all(line.as_bytes())).await;
 }
 
@@ -212,9 +213,7 @@ async fn connection(
                     format_duration(config.idle_timeout)
                 ),
             );
-            write
-                .line(&response_line::<()>(&Value::Null, Err(error)))
-                .await?;
+            write.line(&response_line(&Value::Null, Err(error))).await?;
             return Ok(());
         };
         let Some(line) = next else {
@@ -227,9 +226,7 @@ async fn connection(
                     ErrorCode::LineTooLong,
                     format!("request lines are limited to {MAX_LINE_BYTES} bytes; closing"),
                 );
-                write
-                    .line(&response_line::<()>(&Value::Null, Err(error)))
-                    .await?;
+                write.line(&response_line(&Value::Null, Err(error))).await?;
                 return Ok(());
             }
             Err(LinesCodecError::Io(e)) => return Err(e),
@@ -238,13 +235,16 @@ async fn connection(
             continue;
         }
         let (id, request) = parse_request(line.as_bytes());
-        let op = request.as_ref().map(op_name).unwrap_or("invalid");
+        let op = request.as_ref().map_or("invalid", |r| r.op().as_str());
         let request = request.and_then(|r| authorize(r, peer));
         if request == Ok(Request::Watch) {
             counts.count(op, Ok(()));
             let events = engine.subscribe();
             write
-                .line(&response_line(&id, Ok(json!({"watching": true}))))
+                .line(&response_line(
+                    &id,
+                    Ok(Response::Watching(Watching { watching: true })),
+                ))
                 .await?;
             return watch(events, lines, write).await;
         }
@@ -258,10 +258,10 @@ async fn connection(
                 tracing::info!(op, code = ?error.code, message = %error.message, "request refused")
             }
             // Who changed what: the span carries the peer's uid and pid.
-            Ok(Answer::Fault(view)) if op != "get" => {
+            Ok(Response::Fault(view)) if op != "get" => {
                 tracing::info!(op, fault_id = %view.id, "request done")
             }
-            Ok(Answer::Revoked { revoked }) => {
+            Ok(Response::Revoked(Revoked { revoked })) => {
                 tracing::info!(op, faults = revoked.len(), "request done")
             }
             Ok(_) => {}
@@ -272,19 +272,15 @@ async fn connection(
 
 /// Checks the peer may make `request`; denials are logged with the peer (the span carries it).
 fn authorize(request: Request, peer: Peer) -> Result<Request, ErrorBody> {
-    let read_only = matches!(
-        request,
-        Request::Hello | Request::List | Request::Get { .. } | Request::Watch | Request::Metrics
-    );
     let allowed = match peer.access {
         Access::Full => true,
-        Access::ReadOnly => read_only,
+        Access::ReadOnly => request.op().is_read_only(),
         Access::Denied => false,
     };
     if allowed {
         return Ok(request);
     }
-    let op = op_name(&request);
+    let op = request.op().as_str();
     tracing::warn!(op, uid = peer.uid, pid = peer.pid, "access denied");
     let what = if peer.access == Access::ReadOnly {
         "may only read (hello, list, get, watch, metrics)"
@@ -319,56 +315,31 @@ impl TimedWriter {
     }
 }
 
-fn op_name(request: &Request) -> &'static str {
-    match request {
-        Request::Hello => "hello",
-        Request::Apply { .. } => "apply",
-        Request::Renew { .. } => "renew",
-        Request::List => "list",
-        Request::Get { .. } => "get",
-        Request::Revoke { .. } => "revoke",
-        Request::Clear => "clear",
-        Request::Watch => "watch",
-        Request::Metrics => "metrics",
-    }
-}
-
-/// What a request answers, serialized as it is into the response line.
-#[derive(serde::Serialize)]
-#[serde(untagged)]
-enum Answer {
-    Hello(Value),
-    Fault(Box<FaultView>),
-    Faults { faults: Vec<FaultView> },
-    Revoked { revoked: Vec<FaultView> },
-    Metrics(Snapshot),
-    Plan(Box<Plan>),
-}
-
 async fn dispatch(
     engine: &EngineHandle,
     request: Request,
     connection_id: ConnectionId,
     counts: &RequestCounts,
-) -> Result<Answer, ErrorBody> {
-    let fault =
-        |outcome: Result<FaultView, EngineError>| outcome.map(|view| Answer::Fault(Box::new(view)));
+) -> Result<Response, ErrorBody> {
+    let fault = |outcome: Result<FaultView, EngineError>| {
+        outcome.map(|view| Response::Fault(Box::new(view)))
+    };
     let outcome = match request {
-        Request::Hello => return Ok(Answer::Hello(engine.hello())),
-        Request::Apply {
+        Request::Hello => return Ok(Response::Hello(Box::new(engine.hello()))),
+        Request::Apply(Apply {
             fault: wire,
             dry_run: true,
             ..
-        } => engine
+        }) => engine
             .call(|reply| Command::Plan { fault: wire, reply })
             .await
-            .map(|plan| Answer::Plan(Box::new(plan))),
-        Request::Apply {
+            .map(|plan| Response::Plan(Box::new(plan))),
+        Request::Apply(Apply {
             fault: wire,
             key,
             lease,
             dry_run: false,
-        } => {
+        }) => {
             let lease = lease.map(|Lease::Connection| connection_id);
             fault(
                 engine
@@ -381,7 +352,7 @@ async fn dispatch(
                     .await,
             )
         }
-        Request::Renew { fault_id, duration } => fault(
+        Request::Renew(Renew { fault_id, duration }) => fault(
             engine
                 .call(|reply| Command::Renew {
                     fault_id,
@@ -393,11 +364,11 @@ async fn dispatch(
         Request::List => engine
             .call(Command::List)
             .await
-            .map(|faults| Answer::Faults { faults }),
-        Request::Get { fault_id } => {
+            .map(|faults| Response::Faults(FaultList { faults })),
+        Request::Get(FaultId { fault_id }) => {
             fault(engine.call(|reply| Command::Get { fault_id, reply }).await)
         }
-        Request::Revoke { fault_id } => fault(
+        Request::Revoke(FaultId { fault_id }) => fault(
             engine
                 .call(|reply| Command::Revoke { fault_id, reply })
                 .await,
@@ -405,8 +376,10 @@ async fn dispatch(
         Request::Clear => engine
             .call(Command::Clear)
             .await
-            .map(|revoked| Answer::Revoked { revoked }),
-        Request::Metrics => metrics::snapshot(engine, counts).await.map(Answer::Metrics),
+            .map(|revoked| Response::Revoked(Revoked { revoked })),
+        Request::Metrics => metrics::snapshot(engine, counts)
+            .await
+            .map(|metrics| Response::Metrics(Box::new(metrics))),
         Request::Watch => unreachable!("handled by the connection loop"),
     };
     outcome.map_err(|e| e.to_body())
@@ -416,7 +389,7 @@ async fn dispatch(
 /// ignored; a client that reads too slowly is told how many events it missed (the queue
 /// between the engine and each watcher is bounded), and one that stops reading is dropped.
 async fn watch(
-    mut events: broadcast::Receiver<crate::proto::Event>,
+    mut events: broadcast::Receiver<Event>,
     mut lines: FramedRead<tokio::net::unix::OwnedReadHalf, LinesCodec>,
     mut write: TimedWriter,
 ) -> io::Result<()> {
@@ -424,12 +397,13 @@ async fn watch(
         tokio::select! {
             event = events.recv() => {
                 let line = match event {
-                    Ok(event) => serde_json::to_string(&event).map_err(io::Error::other)?,
+                    Ok(event) => WatchLine::Event(Box::new(event)),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        json!({"event": "lagged", "missed": missed}).to_string()
+                        WatchLine::Lagged(Lagged { missed })
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 };
+                let line = serde_json::to_string(&line).map_err(io::Error::other)?;
                 write.line(&format!("{line}\n")).await?;
             }
             line = lines.next() => {

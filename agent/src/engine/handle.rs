@@ -6,14 +6,13 @@ use std::sync::{
     Arc,
 };
 
-use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::{EngineConfig, EngineError, EngineStats};
+use super::{EngineConfig, EngineError};
 use crate::{
     fault::spec::FaultWire,
     kernel::KernelError,
-    proto::{Event, FaultView, Plan},
+    proto::{EngineStats, Event, FaultView, Hello, Plan},
 };
 
 /// Identifies one client connection, for connection leases.
@@ -66,16 +65,16 @@ pub struct EngineHandle {
     commands: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<Event>,
     /// `hello`'s answer but for the active count: fixed once the engine has started.
-    hello: Arc<Value>,
+    hello: Arc<Hello>,
     active: Arc<AtomicUsize>,
 }
 
 impl EngineHandle {
     /// The answer to `hello`, without waiting for the engine: however busy it is, a client
     /// can always learn that faultd is up, and what it can do.
-    pub fn hello(&self) -> Value {
+    pub fn hello(&self) -> Hello {
         let mut hello = (*self.hello).clone();
-        hello["active_faults"] = self.active.load(Ordering::Relaxed).into();
+        hello.active_faults = self.active.load(Ordering::Relaxed);
         hello
     }
 

@@ -29,8 +29,6 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
 use self::{
@@ -63,7 +61,10 @@ use crate::{
         KernelError,
     },
     policy::Policy,
-    proto::{Event, FaultState, MAX_LINE_BYTES, PROTOCOL_VERSION},
+    proto::{
+        CapabilityReport, EngineStats, Event, FaultState, Features, Hello, Limits, MAX_LINE_BYTES,
+        PROTOCOL_VERSION,
+    },
 };
 
 /// Most faults one faultd may hold (`--max-faults`); the datapath's maps are sized for what
@@ -86,19 +87,6 @@ pub struct EngineConfig {
     pub policy: Arc<Policy>,
     /// The reaper's mode: take over, stop once the last fault is gone, apply nothing.
     pub exit_when_idle: bool,
-}
-
-/// What metrics report of the engine beyond the faults.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EngineStats {
-    /// What the kernel charges for the datapath's maps and programs (fdinfo `memlock`).
-    pub datapath_memory_bytes: u64,
-    /// How much of that each possible CPU adds (the per-CPU maps), and how many there are: on
-    /// a host with N CPUs the datapath costs about memory + (N - possible_cpus) × per CPU.
-    pub datapath_per_cpu_bytes: u64,
-    pub possible_cpus: usize,
-    /// Times something of ours that someone else removed was put back.
-    pub repairs: u64,
 }
 
 struct ActiveFault {
@@ -369,40 +357,40 @@ impl Engine {
         }
     }
 
-    fn hello(&self) -> Value {
+    fn hello(&self) -> Hello {
         let release = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
-        json!({
-            "protocol": PROTOCOL_VERSION,
-            "agent": "faultd",
-            "version": env!("CARGO_PKG_VERSION"),
-            "kernel": release,
-            // Kept from before `capabilities`: eBPF faults, and delay faults on sent packets.
-            "features": {
-                "ebpf_tc": self.capabilities.has(Capability::EbpfFaults),
-                "netem": self.capabilities.has(Capability::EgressDelay),
+        let capabilities = self
+            .capabilities
+            .iter()
+            .map(|(capability, found)| {
+                let report = CapabilityReport {
+                    available: found.is_ok(),
+                    missing: found.clone().err(),
+                };
+                (capability.name().to_owned(), report)
+            })
+            .collect();
+        Hello {
+            active_faults: self.faults.len(),
+            agent: "faultd".to_owned(),
+            capabilities,
+            features: Features {
+                ebpf_tc: self.capabilities.has(Capability::EbpfFaults),
+                netem: self.capabilities.has(Capability::EgressDelay),
             },
-            "capabilities": self
-                .capabilities
-                .iter()
-                .map(|(capability, found)| {
-                    let entry = match found {
-                        Ok(()) => json!({"available": true}),
-                        Err(missing) => json!({"available": false, "missing": missing}),
-                    };
-                    (capability.name().to_owned(), entry)
-                })
-                .collect::<serde_json::Map<String, Value>>(),
-            "limits": {
-                "max_duration": format_duration(self.config.durations.max),
-                "default_duration": self.config.durations.default.map(format_duration),
-                "max_faults": self.config.max_faults,
-                "max_line_bytes": MAX_LINE_BYTES,
+            kernel: release,
+            limits: Limits {
+                default_duration: self.config.durations.default.map(format_duration),
+                max_duration: format_duration(self.config.durations.max),
+                max_faults: self.config.max_faults,
+                max_line_bytes: MAX_LINE_BYTES,
             },
-            "active_faults": self.faults.len(),
-            "policy": self.config.policy.summary(),
-        })
+            policy: self.config.policy.summary(),
+            protocol: PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
     }
 
     async fn expire_due(&mut self) {

@@ -21,7 +21,6 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use serde_json::{json, Value};
 use thiserror::Error;
 
 pub use self::glob::Glob;
@@ -30,10 +29,15 @@ use self::{
     parse::parse_text,
     window::{clock, offset_text, unix_seconds, Window},
 };
-use crate::fault::{
-    netem::NetemLoss,
-    spec::{Action, FaultSpec, NetnsRef},
-    values::{format_duration, Cidr, Percent, PortRange, Proto},
+use crate::{
+    fault::{
+        netem::NetemLoss,
+        spec::{Action, FaultSpec, NetnsRef},
+        values::{format_duration, Cidr, Percent, PortRange, Proto},
+    },
+    proto::{
+        PolicyAccess, PolicyLimits, PolicySummary, PolicyTargets, ProtectedEntry, WindowEntry,
+    },
 };
 
 /// Where faultd looks for its policy when `--config` is not given.
@@ -251,37 +255,51 @@ impl Policy {
     }
 
     /// The policy in force, for `faultctl status`: null means "not restricted by the policy".
-    pub fn summary(&self) -> Value {
-        json!({
-            "file": self.file.as_ref().map(|p| p.display().to_string()),
-            "limits": {
-                "default_duration": self.default_duration.map(format_duration),
-                "max_duration": self.max_duration.map(format_duration),
-                "max_faults": self.max_faults,
-                "max_loss_percent": self.max_loss.map(Percent::value),
+    pub fn summary(&self) -> PolicySummary {
+        PolicySummary {
+            access: self.access.as_ref().map(|a| PolicyAccess {
+                gids: a.gids.clone(),
+                read_only_gids: a.read_only_gids.clone(),
+                read_only_uids: a.read_only_uids.clone(),
+                uids: a.uids.clone(),
+            }),
+            file: self.file.as_ref().map(|p| p.display().to_string()),
+            limits: PolicyLimits {
+                default_duration: self.default_duration.map(format_duration),
+                max_duration: self.max_duration.map(format_duration),
+                max_faults: self.max_faults,
+                max_loss_percent: self.max_loss.map(Percent::value),
             },
-            "targets": {
-                "devices": self.devices.as_ref().map(|v| v.iter().map(|g| g.as_str().to_owned()).collect::<Vec<_>>()),
-                "namespaces": self.namespaces.as_ref().map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>()),
+            protected: self
+                .protected
+                .iter()
+                .map(|p| ProtectedEntry {
+                    cidr: p.cidr.to_string(),
+                    ports: p.ports.map(|r| r.to_string()),
+                    proto: p.proto.map(|proto| proto.name().to_owned()),
+                })
+                .collect(),
+            targets: PolicyTargets {
+                devices: self
+                    .devices
+                    .as_ref()
+                    .map(|v| v.iter().map(|g| g.as_str().to_owned()).collect()),
+                namespaces: self
+                    .namespaces
+                    .as_ref()
+                    .map(|v| v.iter().map(ToString::to_string).collect()),
             },
-            "protected": self.protected.iter().map(|p| json!({
-                "cidr": p.cidr.to_string(),
-                "proto": p.proto.map(Proto::name),
-                "ports": p.ports.map(|r| r.to_string()),
-            })).collect::<Vec<_>>(),
-            "windows": self.windows.iter().map(|w| json!({
-                "days": w.day_names(),
-                "start": clock(w.start),
-                "end": clock(w.end),
-                "utc_offset": offset_text(w.offset_secs),
-            })).collect::<Vec<_>>(),
-            "access": self.access.as_ref().map(|a| json!({
-                "uids": a.uids,
-                "gids": a.gids,
-                "read_only_uids": a.read_only_uids,
-                "read_only_gids": a.read_only_gids,
-            })),
-        })
+            windows: self
+                .windows
+                .iter()
+                .map(|w| WindowEntry {
+                    days: w.day_names(),
+                    end: clock(w.end),
+                    start: clock(w.start),
+                    utc_offset: offset_text(w.offset_secs),
+                })
+                .collect(),
+        }
     }
 }
 

@@ -2,9 +2,12 @@
 //! by `faultctl run`, which adds the command to run; and the apply request they make.
 
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::{json, Map, Value};
+use faultline::{
+    fault::spec::{BurstWire, FaultWire, LossWire, MatchWire, PartitionWire, PortWire, TargetWire},
+    proto::{Apply, Lease},
+};
 
-use super::netem_args::{burst_json, NetemArgs};
+use super::netem_args::{burst, NetemArgs};
 
 /// One fault command; `X` is what follows its flags (nothing, or `run`'s `-- CMD`).
 #[derive(Debug, Subcommand)]
@@ -17,8 +20,8 @@ pub(crate) enum FaultCmd<X: Args> {
         #[arg(long, required_unless_present = "burst", conflicts_with = "burst")]
         percent: Option<f64>,
         /// Gilbert-Elliott bursts, as netem's gemodel: P,R[,1-H[,1-K]] in percent.
-        #[arg(long, value_name = "P,R[,1-H[,1-K]]", value_parser = burst_json)]
-        burst: Option<Value>,
+        #[arg(long, value_name = "P,R[,1-H[,1-K]]", value_parser = burst)]
+        burst: Option<BurstWire>,
         #[command(flatten)]
         common: CommonArgs,
         #[command(flatten)]
@@ -143,23 +146,23 @@ impl<X: Args> FaultCmd<X> {
         }
     }
 
-    /// The `apply` request's arguments: `{"fault": ..., "key"?: ...}`.
-    pub(crate) fn apply_args(&self) -> Value {
-        let (target, action, body) = match self {
+    /// The `apply` request the flags make.
+    pub(crate) fn apply_request(&self) -> Apply {
+        let common = self.common();
+        let (target, loss, partition, netem) = match self {
             Self::Loss {
                 target,
                 percent,
                 burst,
                 ..
             } => {
-                let loss = match (percent, burst) {
-                    (Some(p), _) => json!({"percent": p}),
-                    (None, Some(burst)) => json!({"burst": burst}),
-                    (None, None) => unreachable!("clap requires one"),
+                let loss = LossWire {
+                    percent: *percent,
+                    burst: burst.clone(),
                 };
-                (target, "loss", loss)
+                (target, Some(loss), None, None)
             }
-            Self::Partition { target, .. } => (target, "partition", json!({})),
+            Self::Partition { target, .. } => (target, None, Some(PartitionWire {}), None),
             Self::Delay {
                 target,
                 delay,
@@ -171,52 +174,40 @@ impl<X: Args> FaultCmd<X> {
                 delay,
                 netem,
                 ..
-            } => (target, "netem", netem.to_json(delay.as_ref())),
+            } => (target, None, None, Some(netem.to_wire(delay.clone()))),
         };
-        let common = self.common();
-        let mut fault = json!({"target": target.to_json(), action: body});
-        if let Some(duration) = &common.duration {
-            fault["duration"] = json!(duration);
+        let fault = FaultWire {
+            target: target.to_wire(),
+            loss,
+            partition,
+            netem,
+            duration: common.duration.clone(),
+            label: common.label.clone(),
+        };
+        Apply {
+            fault: Box::new(fault),
+            key: common.key.clone(),
+            lease: common.lease.map(|LeaseArg::Connection| Lease::Connection),
+            dry_run: common.dry_run,
         }
-        if let Some(label) = &common.label {
-            fault["label"] = json!(label);
-        }
-        let mut args = json!({"fault": fault});
-        if let Some(key) = &common.key {
-            args["key"] = json!(key);
-        }
-        if common.dry_run {
-            args["dry_run"] = json!(true);
-        }
-        args
     }
 }
 
 impl TargetArgs {
-    fn to_json(&self) -> Value {
-        let mut matcher = Map::new();
-        let mut put = |name: &str, values: &[String]| {
-            if !values.is_empty() {
-                matcher.insert(name.into(), json!(values));
-            }
-        };
-        put("src", &self.src);
-        put("dst", &self.dst);
-        put("sport", &self.sport);
-        put("dport", &self.dport);
-        if let Some(proto) = &self.proto {
-            matcher.insert("proto".into(), json!(proto));
+    fn to_wire(&self) -> TargetWire {
+        let ports = |ports: &[String]| ports.iter().cloned().map(PortWire::Text).collect();
+        TargetWire {
+            netns: self.netns.clone(),
+            dev: self.dev.clone(),
+            direction: self.direction.clone(),
+            matcher: Some(MatchWire {
+                proto: self.proto.clone(),
+                src: self.src.clone(),
+                dst: self.dst.clone(),
+                sport: ports(&self.sport),
+                dport: ports(&self.dport),
+            }),
+            flows: self.flows,
         }
-        let mut target = json!({"dev": self.dev, "match": matcher});
-        for (name, value) in [
-            ("netns", self.netns.as_ref().map(|v| json!(v))),
-            ("direction", self.direction.as_ref().map(|v| json!(v))),
-            ("flows", self.flows.map(|v| json!(v))),
-        ] {
-            if let Some(value) = value {
-                target[name] = value;
-            }
-        }
-        target
     }
 }

@@ -10,8 +10,8 @@ mod print;
 mod run;
 mod ssh;
 
-use fault_args::{FaultCmd, LeaseArg, NoCommand};
-use print::{parse, print_fault, print_policy, print_table, summary_of};
+use fault_args::{FaultCmd, NoCommand};
+use print::{print_fault, print_json, print_policy, print_table, summary_of};
 use run::RunArgs;
 
 use std::{
@@ -28,10 +28,13 @@ use faultline::{
         client::{Client, ClientError},
         metrics, DEFAULT_SOCKET,
     },
-    proto::{ErrorCode, FaultView, Plan},
+    proto::{
+        ErrorBody, ErrorCode, FaultId, FaultList, FaultView, Hello, Plan, Renew, Request, Response,
+        Revoked, WatchLine,
+    },
 };
 use nix::sys::signal::{SigSet, Signal};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 pub(crate) const EXIT_ERROR: u8 = 1;
 const EXIT_REJECTED: u8 = 3;
@@ -141,11 +144,7 @@ fn main() -> ExitCode {
                 ClientError::Io(_) | ClientError::Protocol(_) => EXIT_ERROR,
             };
             if cli.json {
-                let error = match &e {
-                    ClientError::Rejected(body) => json!(body),
-                    other => json!({"code": "client_error", "message": other.to_string()}),
-                };
-                println!("{}", json!({"ok": false, "error": error}));
+                print_json(&Failure::of(&e));
             }
             eprintln!("faultctl: {e}");
             ExitCode::from(code)
@@ -153,165 +152,217 @@ fn main() -> ExitCode {
     }
 }
 
+/// What `--json` prints when faultctl fails: faultd's refusal as it came, or what went wrong
+/// on this side under the code `client_error`.
+#[derive(Serialize)]
+struct Failure {
+    ok: bool,
+    error: FailureBody,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum FailureBody {
+    Refused(ErrorBody),
+    Client { code: &'static str, message: String },
+}
+
+impl Failure {
+    fn of(error: &ClientError) -> Failure {
+        let error = match error {
+            ClientError::Rejected(body) => FailureBody::Refused(body.clone()),
+            other => FailureBody::Client {
+                code: "client_error",
+                message: other.to_string(),
+            },
+        };
+        Failure { ok: false, error }
+    }
+}
+
+/// The answer faultd must give to `request`; any other is a protocol error.
+macro_rules! answer {
+    ($client:expr, $request:expr, $shape:path) => {{
+        let request = $request;
+        match $client.call(&request)? {
+            $shape(answer) => answer,
+            other => return Err(unexpected(&request, &other)),
+        }
+    }};
+}
+pub(crate) use answer;
+
+pub(crate) fn unexpected(request: &Request, answer: &Response) -> ClientError {
+    ClientError::Protocol(format!(
+        "faultd answered {} with {answer:?}",
+        request.op().as_str()
+    ))
+}
+
 /// Runs the command; the exit code is 0 but for `run`, which exits with its command's.
 fn execute(cli: &Cli, client: &mut Client) -> Result<u8, ClientError> {
-    let done = match &cli.command {
+    let fault_id = |id: &str| FaultId {
+        fault_id: id.to_owned(),
+    };
+    match &cli.command {
         Cmd::Run(args) => return run::run(cli, client, args),
         Cmd::Completions { .. } | Cmd::Man { .. } => unreachable!("answered before connecting"),
-        Cmd::Fault(fault) => apply(cli, client, fault),
+        Cmd::Fault(fault) => apply(cli, client, fault)?,
         Cmd::Ls => {
-            let result = client.request("list", json!({}))?;
+            let list: FaultList = answer!(client, Request::List, Response::Faults);
             if cli.json {
-                println!("{result}");
+                print_json(&list);
             } else {
-                let faults: Vec<FaultView> =
-                    parse(result.get("faults").cloned().unwrap_or_default())?;
-                print_table(&faults);
+                print_table(&list.faults);
             }
-            Ok(())
         }
-        Cmd::Show { fault_id } => {
-            let result = client.request("get", json!({"fault_id": fault_id}))?;
-            print_fault(cli, result)
+        Cmd::Show { fault_id: id } => {
+            let view = answer!(client, Request::Get(fault_id(id)), Response::Fault);
+            print_fault(cli, &view);
         }
-        Cmd::Rm { fault_id } => {
-            let result = client.request("revoke", json!({"fault_id": fault_id}))?;
-            print_fault(cli, result)
+        Cmd::Rm { fault_id: id } => {
+            let view = answer!(client, Request::Revoke(fault_id(id)), Response::Fault);
+            print_fault(cli, &view);
         }
         Cmd::Renew { fault_id, duration } => {
-            let result =
-                client.request("renew", json!({"fault_id": fault_id, "duration": duration}))?;
-            print_fault(cli, result)
+            let request = Request::Renew(Renew {
+                fault_id: fault_id.clone(),
+                duration: duration.clone(),
+            });
+            let view = answer!(client, request, Response::Fault);
+            print_fault(cli, &view);
         }
         Cmd::Clear => {
-            let result = client.request("clear", json!({}))?;
+            let cleared: Revoked = answer!(client, Request::Clear, Response::Revoked);
             if cli.json {
-                println!("{result}");
+                print_json(&cleared);
             } else {
-                let faults: Vec<FaultView> =
-                    parse(result.get("revoked").cloned().unwrap_or_default())?;
-                println!("revoked {} fault(s)", faults.len());
+                println!("revoked {} fault(s)", cleared.revoked.len());
             }
-            Ok(())
         }
         Cmd::Watch => {
-            client.request("watch", json!({}))?;
-            while let Some(event) = client.next_line()? {
-                if cli.json {
-                    println!("{event}");
-                } else {
-                    let fault = &event["fault"];
-                    println!(
+            answer!(client, Request::Watch, Response::Watching);
+            while let Some(line) = client.next_event()? {
+                match line {
+                    line if cli.json => print_json(&line),
+                    WatchLine::Event(event) => println!(
                         "{} {} {} {}",
-                        event["event"].as_str().unwrap_or("?"),
-                        fault["id"].as_str().unwrap_or("?"),
-                        summary_of(fault),
-                        event["message"].as_str().unwrap_or("")
-                    );
-                }
-            }
-            Ok(())
-        }
-        Cmd::Metrics => {
-            let result = client.request("metrics", json!({}))?;
-            if cli.json {
-                println!("{result}");
-            } else {
-                print!("{}", metrics::render(&parse(result)?));
-            }
-            Ok(())
-        }
-        Cmd::Status => {
-            let result = client.request("hello", json!({}))?;
-            if cli.json {
-                println!("{result}");
-            } else {
-                println!(
-                    "faultd {} (protocol {})",
-                    result["version"].as_str().unwrap_or("?"),
-                    result["protocol"]
-                );
-                println!("kernel        {}", result["kernel"].as_str().unwrap_or("?"));
-                println!("capabilities  (what this kernel showed it can do, at faultd's start)");
-                if let Some(found) = result["capabilities"].as_object() {
-                    for (name, found) in found {
-                        match found["missing"].as_str() {
-                            None => println!("  {name:<31} yes"),
-                            Some(missing) => println!("  {name:<31} no: {missing}"),
-                        }
+                        json_name(&event.event),
+                        event.fault.id,
+                        summary_of(&event.fault.fault),
+                        event.message.as_deref().unwrap_or("")
+                    ),
+                    WatchLine::Lagged(lagged) => {
+                        println!("lagged: {} events missed", lagged.missed)
                     }
                 }
-                println!("limits        {}", result["limits"]);
-                println!("active faults {}", result["active_faults"]);
-                print_policy(&result["policy"]);
             }
-            Ok(())
         }
-    };
-    done.map(|()| 0)
+        Cmd::Metrics => {
+            let metrics = answer!(client, Request::Metrics, Response::Metrics);
+            if cli.json {
+                print_json(&metrics);
+            } else {
+                print!("{}", metrics::render(&metrics));
+            }
+        }
+        Cmd::Status => {
+            let hello = answer!(client, Request::Hello, Response::Hello);
+            if cli.json {
+                print_json(&hello);
+            } else {
+                print_status(&hello);
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// An enum as the wire names it (`applied`, `expired`).
+fn json_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => "?".to_owned(),
+    }
+}
+
+fn print_status(hello: &Hello) {
+    println!("faultd {} (protocol {})", hello.version, hello.protocol);
+    println!("kernel        {}", hello.kernel);
+    println!("capabilities  (what this kernel showed it can do, at faultd's start)");
+    for (name, found) in &hello.capabilities {
+        match &found.missing {
+            None if found.available => println!("  {name:<31} yes"),
+            missing => println!("  {name:<31} no: {}", missing.as_deref().unwrap_or("?")),
+        }
+    }
+    let limits = &hello.limits;
+    println!(
+        "limits        max_duration {}, default_duration {}, max_faults {}, max_line_bytes {}",
+        limits.max_duration,
+        limits.default_duration.as_deref().unwrap_or("none"),
+        limits.max_faults,
+        limits.max_line_bytes
+    );
+    println!("active faults {}", hello.active_faults);
+    print_policy(&hello.policy);
 }
 
 fn apply(cli: &Cli, client: &mut Client, fault: &FaultCmd<NoCommand>) -> Result<(), ClientError> {
-    let mut args = fault.apply_args();
-    if fault.common().dry_run {
-        return print_plan(cli, client.request("apply", args)?);
+    let request = fault.apply_request();
+    if request.dry_run {
+        let plan = answer!(client, Request::Apply(request), Response::Plan);
+        print_plan(cli, &plan);
+        return Ok(());
     }
     // Taken before the apply, so that no signal can end faultctl between the apply and the hold.
-    let signals = match fault.common().lease {
-        Some(LeaseArg::Connection) => {
-            args["lease"] = json!("connection");
-            Some(stop_signals()?)
-        }
-        None => None,
-    };
-    let result = client.request("apply", args)?;
-    let id = result["id"].as_str().unwrap_or_default().to_owned();
+    let signals = request.lease.map(|_| stop_signals()).transpose()?;
+    let view = answer!(client, Request::Apply(request), Response::Fault);
     // A `key` replay returns the fault applied earlier, which this connection may not hold.
-    let held = result["lease"] == "connection";
-    print_applied(cli, result)?;
+    let held = view.lease.is_some();
+    print_applied(cli, &view);
     match signals {
         Some(_) if !held => {
-            eprintln!("faultctl: {id} already existed without a lease; not holding it");
+            eprintln!(
+                "faultctl: {} already existed without a lease; not holding it",
+                view.id
+            );
             Ok(())
         }
-        Some(signals) => hold(cli, client, &id, &signals),
+        Some(signals) => hold(cli, client, &view.id, &signals),
         None => Ok(()),
     }
 }
 
 /// A dry run's answer: the fault as faultd would apply it, and the kernel objects it would use.
-fn print_plan(cli: &Cli, result: Value) -> Result<(), ClientError> {
+fn print_plan(cli: &Cli, plan: &Plan) {
     if cli.json {
-        println!("{result}");
-        return Ok(());
+        print_json(plan);
+        return;
     }
-    let plan: Plan = parse(result)?;
     println!(
         "dry run: would apply {} for {}; nothing was changed",
-        summary_of(&json!(plan.fault)),
+        summary_of(&plan.fault),
         plan.fault.duration.as_deref().unwrap_or("?")
     );
     for object in &plan.objects {
         let state = if object.exists { "exists" } else { "create" };
         println!("  {state:<7} {:<12} {}", object.kind, object.name);
     }
-    Ok(())
 }
 
 /// "applied f1a2b3c4d partition ... for 30s", or the JSON.
-fn print_applied(cli: &Cli, result: Value) -> Result<(), ClientError> {
+fn print_applied(cli: &Cli, view: &FaultView) {
     if cli.json {
-        println!("{result}");
+        print_json(view);
     } else {
-        let view: FaultView = parse(result)?;
         println!(
             "applied {} {} for {}",
             view.id,
-            summary_of(&json!(view.fault)),
-            view.fault.duration.unwrap_or_default()
+            summary_of(&view.fault),
+            view.fault.duration.as_deref().unwrap_or_default()
         );
     }
-    Ok(())
 }
 
 /// SIGINT and SIGTERM, blocked in this thread (and the threads it starts later) and delivered
@@ -348,16 +399,21 @@ fn hold(
     }
     let not_found =
         |e: &ClientError| matches!(e, ClientError::Rejected(b) if b.code == ErrorCode::NotFound);
+    let this = || FaultId {
+        fault_id: id.to_owned(),
+    };
     loop {
         match signals.recv_timeout(LEASE_POLL) {
             Ok(signal) => {
-                return match client.request("revoke", json!({"fault_id": id})) {
-                    Ok(view) => {
+                return match client.call(&Request::Revoke(this())) {
+                    Ok(Response::Fault(view)) => {
                         if !cli.json {
                             println!("{signal}: revoked {id}");
                         }
-                        print_fault(cli, view)
+                        print_fault(cli, &view);
+                        Ok(())
                     }
+                    Ok(other) => Err(unexpected(&Request::Revoke(this()), &other)),
                     Err(e) if not_found(&e) => Ok(()),
                     Err(e) => Err(e),
                 };
@@ -366,7 +422,7 @@ fn hold(
             // The signal thread could not wait (it cannot fail on a valid set): poll on.
             Err(RecvTimeoutError::Disconnected) => std::thread::sleep(LEASE_POLL),
         }
-        match client.request("get", json!({"fault_id": id})) {
+        match client.call(&Request::Get(this())) {
             Ok(_) => {}
             Err(e) if not_found(&e) => {
                 if !cli.json {

@@ -1,22 +1,32 @@
 //! How faultctl shows faults, the status and the policy to a person (`--json` prints the
 //! protocol's JSON instead).
 
-use faultline::{control::client::ClientError, proto::FaultView};
-use serde_json::{json, Value};
+use faultline::{
+    fault::{
+        netem::NetemWire,
+        spec::{FaultWire, PortWire},
+    },
+    proto::{FaultView, PolicySummary},
+};
+use serde::Serialize;
 
 use super::Cli;
 
-pub(crate) fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ClientError> {
-    serde_json::from_value(value).map_err(|e| ClientError::Protocol(e.to_string()))
+/// A protocol value as one line of JSON (`--json`).
+pub(crate) fn print_json(value: &impl Serialize) {
+    match serde_json::to_string(value) {
+        Ok(line) => println!("{line}"),
+        // Every protocol type is plain data: this cannot happen.
+        Err(e) => eprintln!("faultctl: cannot print JSON: {e}"),
+    }
 }
 
-pub(crate) fn print_fault(cli: &Cli, result: Value) -> Result<(), ClientError> {
+pub(crate) fn print_fault(cli: &Cli, view: &FaultView) {
     if cli.json {
-        println!("{result}");
-        return Ok(());
+        print_json(view);
+        return;
     }
-    let view: FaultView = parse(result)?;
-    print_table(std::slice::from_ref(&view));
+    print_table(std::slice::from_ref(view));
     let c = view.counters;
     println!();
     println!(
@@ -29,110 +39,112 @@ pub(crate) fn print_fault(cli: &Cli, result: Value) -> Result<(), ClientError> {
             d.matched_packets, d.matched_bytes, d.dropped_packets, d.dropped_bytes
         );
     }
-    Ok(())
 }
 
-/// "loss 20% egress veth0@lab udp dst=10.0.0.2/32" from a fault's wire form.
-pub(crate) fn summary_of(fault: &Value) -> String {
-    let spec = if fault.get("fault").is_some() {
-        &fault["fault"]
-    } else {
-        fault
+/// "loss 20% egress veth0@lab udp dst=10.0.0.2/32".
+pub(crate) fn summary_of(fault: &FaultWire) -> String {
+    let action = match (&fault.netem, &fault.loss) {
+        (Some(netem), _) => format!("netem {}", netem_knobs(netem).join(" ")),
+        (None, Some(loss)) => match (loss.percent, &loss.burst) {
+            (Some(p), _) => format!("loss {p}%"),
+            (None, Some(burst)) => format!("burst-loss {}", json_text(burst)),
+            (None, None) => "loss".to_owned(),
+        },
+        (None, None) => "partition".to_owned(),
     };
-    let action = if let Some(netem) = spec["netem"].as_object() {
-        let knobs: Vec<String> = netem
-            .iter()
-            .filter(|(name, _)| name.as_str() != "limit")
-            .map(|(name, value)| {
-                format!(
-                    "{name}={}",
-                    value.as_str().map_or(value.to_string(), str::to_owned)
-                )
-            })
-            .collect();
-        format!("netem {}", knobs.join(" "))
-    } else if let Some(p) = spec["loss"]["percent"].as_f64() {
-        format!("loss {p}%")
-    } else if spec["loss"]["burst"].is_object() {
-        format!("burst-loss {}", spec["loss"]["burst"])
-    } else {
-        "partition".to_owned()
-    };
-    let target = &spec["target"];
-    let mut place = target["dev"].as_str().unwrap_or("?").to_owned();
-    if let Some(ns) = target["netns"].as_str() {
+    let target = &fault.target;
+    let mut place = target.dev.clone();
+    if let Some(ns) = &target.netns {
         place = format!("{place}@{ns}");
     }
-    let mut parts = vec![
-        action,
-        target["direction"].as_str().unwrap_or("").to_owned(),
-        place,
-    ];
-    let m = &target["match"];
-    if let Some(proto) = m["proto"].as_str().filter(|p| *p != "any") {
-        parts.push(proto.to_owned());
-    }
-    for field in ["src", "dst", "sport", "dport"] {
-        if let Some(items) = m[field].as_array().filter(|a| !a.is_empty()) {
-            let items: Vec<String> = items
-                .iter()
-                .map(|v| v.as_str().map_or(v.to_string(), str::to_owned))
-                .collect();
-            parts.push(format!("{field}={}", items.join(",")));
+    let mut parts = vec![action, target.direction.clone().unwrap_or_default(), place];
+    if let Some(m) = &target.matcher {
+        if let Some(proto) = m.proto.as_ref().filter(|p| *p != "any") {
+            parts.push(proto.clone());
+        }
+        let port = |p: &PortWire| match p {
+            PortWire::Number(n) => n.to_string(),
+            PortWire::Text(t) => t.clone(),
+        };
+        for (field, items) in [
+            ("src", m.src.clone()),
+            ("dst", m.dst.clone()),
+            ("sport", m.sport.iter().map(port).collect()),
+            ("dport", m.dport.iter().map(port).collect()),
+        ] {
+            if !items.is_empty() {
+                parts.push(format!("{field}={}", items.join(",")));
+            }
         }
     }
-    if let Some(flows) = target["flows"].as_f64() {
+    if let Some(flows) = target.flows {
         parts.push(format!("flows={flows}"));
     }
     parts.join(" ")
 }
 
+/// `delay=100ms jitter=10ms loss={"percent":1.0}`: each knob set, as the wire has it.
+fn netem_knobs(netem: &NetemWire) -> Vec<String> {
+    let serde_json::Value::Object(knobs) = serde_json::to_value(netem).unwrap_or_default() else {
+        return Vec::new();
+    };
+    knobs
+        .iter()
+        .filter(|(name, _)| name.as_str() != "limit")
+        .map(|(name, value)| {
+            format!(
+                "{name}={}",
+                value.as_str().map_or(value.to_string(), str::to_owned)
+            )
+        })
+        .collect()
+}
+
+fn json_text(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 /// The `policy` object of `hello`, as a section of `faultctl status`.
-pub(crate) fn print_policy(policy: &Value) {
-    if !policy.is_object() {
-        println!("policy        not reported by this faultd");
-        return;
-    }
-    let any = |v: &Value| -> String {
-        match v {
-            Value::Null => "any".to_owned(),
-            Value::Array(items) if items.is_empty() => "none".to_owned(),
-            Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(", "),
-            other => text(other),
-        }
+pub(crate) fn print_policy(policy: &PolicySummary) {
+    let any = |list: &Option<Vec<String>>| match list {
+        None => "any".to_owned(),
+        Some(items) if items.is_empty() => "none".to_owned(),
+        Some(items) => items.join(", "),
     };
     println!(
         "policy        {}",
-        policy["file"]
-            .as_str()
+        policy
+            .file
+            .as_deref()
             .unwrap_or("none (no restrictions beyond faultd's flags)")
     );
-    let limits = &policy["limits"];
+    let limits = &policy.limits;
     let set: Vec<String> = [
-        "max_duration",
-        "default_duration",
-        "max_faults",
-        "max_loss_percent",
+        ("max_duration", limits.max_duration.clone()),
+        ("default_duration", limits.default_duration.clone()),
+        ("max_faults", limits.max_faults.map(|n| n.to_string())),
+        (
+            "max_loss_percent",
+            limits.max_loss_percent.map(|p| json_text(&p)),
+        ),
     ]
     .into_iter()
-    .filter(|name| !limits[*name].is_null())
-    .map(|name| format!("{name} {}", text(&limits[name])))
+    .filter_map(|(name, value)| Some(format!("{name} {}", value?)))
     .collect();
     if !set.is_empty() {
         println!("  limits      {}", set.join(", "));
     }
-    println!("  devices     {}", any(&policy["targets"]["devices"]));
-    println!("  namespaces  {}", any(&policy["targets"]["namespaces"]));
-    let protected: Vec<String> = policy["protected"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    println!("  devices     {}", any(&policy.targets.devices));
+    println!("  namespaces  {}", any(&policy.targets.namespaces));
+    let protected: Vec<String> = policy
+        .protected
+        .iter()
         .map(|p| {
-            let mut entry = text(&p["cidr"]);
-            if let Some(proto) = p["proto"].as_str() {
+            let mut entry = p.cidr.clone();
+            if let Some(proto) = &p.proto {
                 entry = format!("{entry} {proto}");
             }
-            if let Some(ports) = p["ports"].as_str() {
+            if let Some(ports) = &p.ports {
                 entry = format!("{entry} port {ports}");
             }
             entry
@@ -141,18 +153,16 @@ pub(crate) fn print_policy(policy: &Value) {
     if !protected.is_empty() {
         println!("  protected   {}", protected.join("; "));
     }
-    let windows: Vec<String> = policy["windows"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let windows: Vec<String> = policy
+        .windows
+        .iter()
         .map(|w| {
-            format!(
-                "{} {}-{} {}",
-                any(&w["days"]).replace(", ", ","),
-                text(&w["start"]),
-                text(&w["end"]),
-                text(&w["utc_offset"])
-            )
+            let days = if w.days.is_empty() {
+                "none".to_owned()
+            } else {
+                w.days.join(",")
+            };
+            format!("{days} {}-{} {}", w.start, w.end, w.utc_offset)
         })
         .collect();
     println!(
@@ -163,42 +173,33 @@ pub(crate) fn print_policy(policy: &Value) {
             windows.join("; ")
         }
     );
-    let access = &policy["access"];
-    if access.is_null() {
-        println!("  access      whoever can open the socket");
-    } else {
-        let ids = |kind: &str| -> Vec<String> {
-            ["uids", "gids"]
-                .into_iter()
-                .filter_map(|ids| {
-                    let key = format!("{kind}{ids}");
-                    let list = access[key.as_str()].as_array().filter(|l| !l.is_empty())?;
-                    Some(format!("{ids} {}", any(&Value::Array(list.clone()))))
-                })
-                .collect()
-        };
-        let full = ids("");
-        let read_only = ids("read_only_");
-        let or = |list: Vec<String>, none: &str| {
-            if list.is_empty() {
-                none.to_owned()
-            } else {
-                list.join(", ")
-            }
-        };
-        println!(
-            "  access      full: {}; read-only: {}",
-            or(full, "root only"),
-            or(read_only, "none")
-        );
+    match &policy.access {
+        None => println!("  access      whoever can open the socket"),
+        Some(access) => {
+            let ids = |uids: &[u32], gids: &[u32]| -> Vec<String> {
+                [("uids", uids), ("gids", gids)]
+                    .into_iter()
+                    .filter(|(_, ids)| !ids.is_empty())
+                    .map(|(name, ids)| {
+                        let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+                        format!("{name} {}", ids.join(", "))
+                    })
+                    .collect()
+            };
+            let or = |list: Vec<String>, none: &str| {
+                if list.is_empty() {
+                    none.to_owned()
+                } else {
+                    list.join(", ")
+                }
+            };
+            println!(
+                "  access      full: {}; read-only: {}",
+                or(ids(&access.uids, &access.gids), "root only"),
+                or(ids(&access.read_only_uids, &access.read_only_gids), "none")
+            );
+        }
     }
-}
-
-/// A JSON value as plain text: strings without their quotes.
-fn text(value: &Value) -> String {
-    value
-        .as_str()
-        .map_or_else(|| value.to_string(), str::to_owned)
 }
 
 pub(crate) fn print_table(faults: &[FaultView]) {
@@ -214,7 +215,7 @@ pub(crate) fn print_table(faults: &[FaultView]) {
             f.counters.egress.dropped_packets,
             f.counters.ingress.dropped_packets,
             f.fault.label.as_deref().unwrap_or("-"),
-            summary_of(&json!(f.fault)),
+            summary_of(&f.fault),
         );
     }
 }

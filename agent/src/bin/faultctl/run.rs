@@ -14,16 +14,17 @@ use clap::Args;
 use faultline::{
     control::client::{Client, ClientError},
     fault::values::parse_duration,
-    proto::ErrorCode,
+    proto::{ErrorCode, FaultId, FaultView, Lease, Request, Response},
 };
 use nix::{
     sys::signal::{kill, SigSet},
     unistd::Pid,
 };
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::{
-    fault_args::FaultCmd, print_applied, print_fault, print_plan, stop_signals, Cli, EXIT_ERROR,
+    answer, fault_args::FaultCmd, print::print_json, print_applied, print_fault, print_plan,
+    stop_signals, unexpected, Cli, EXIT_ERROR,
 };
 
 /// `run`'s exit code when the probe rolled the fault back (documented with the others).
@@ -86,18 +87,19 @@ enum Fault {
 
 pub(crate) fn run(cli: &Cli, client: &mut Client, args: &RunArgs) -> Result<u8, ClientError> {
     let command = &args.fault.then().command;
-    let mut request = args.fault.apply_args();
-    if args.fault.common().dry_run {
+    let mut request = args.fault.apply_request();
+    if request.dry_run {
         // The plan is the answer; nothing is applied, so nothing is run.
-        print_plan(cli, client.request("apply", request)?)?;
+        let plan = answer!(client, Request::Apply(request), Response::Plan);
+        print_plan(cli, &plan);
         return Ok(0);
     }
-    request["lease"] = json!("connection");
+    request.lease = Some(Lease::Connection);
     // Before the apply: no signal may end faultctl between the apply and the command.
     let signals = stop_signals()?;
-    let applied = client.request("apply", request)?;
-    let id = applied["id"].as_str().unwrap_or_default().to_owned();
-    print_applied(cli, applied)?;
+    let applied = answer!(client, Request::Apply(request), Response::Fault);
+    let id = applied.id.clone();
+    print_applied(cli, &applied);
 
     let mut child = match unblocked(Command::new(&command[0]).args(&command[1..])).spawn() {
         Ok(child) => child,
@@ -168,23 +170,22 @@ pub(crate) fn run(cli: &Cli, client: &mut Client, args: &RunArgs) -> Result<u8, 
         _ => exit_code(status),
     };
     if cli.json {
-        println!(
-            "{}",
-            json!({"run": {
-                "command": command,
-                "exit_code": code,
-                "command_status": exit_code(status),
-                "rolled_back": fault == Fault::RolledBack,
-                "signalled": fault == Fault::Stopped,
-                "probes_run": probes_run,
-                "probes_failed": probes_failed,
-                "fault": last,
-            }})
-        );
+        print_json(&RunReport {
+            run: RunOutcome {
+                command,
+                exit_code: code,
+                command_status: exit_code(status),
+                rolled_back: fault == Fault::RolledBack,
+                signalled: fault == Fault::Stopped,
+                probes_run,
+                probes_failed,
+                fault: last,
+            },
+        });
     } else {
         if let Some(view) = last {
             println!("revoked {id}");
-            print_fault(cli, view)?;
+            print_fault(cli, &view);
         }
         if fault == Fault::RolledBack {
             println!("rolled back: the steady-state probe failed; exit {EXIT_ROLLED_BACK}");
@@ -193,12 +194,39 @@ pub(crate) fn run(cli: &Cli, client: &mut Client, args: &RunArgs) -> Result<u8, 
     Ok(code)
 }
 
+/// What `run --json` prints when the command is done.
+#[derive(Serialize)]
+struct RunReport<'a> {
+    run: RunOutcome<'a>,
+}
+
+#[derive(Serialize)]
+struct RunOutcome<'a> {
+    command: &'a [String],
+    /// faultctl's own exit code.
+    exit_code: u8,
+    command_status: u8,
+    rolled_back: bool,
+    signalled: bool,
+    probes_run: u32,
+    probes_failed: u32,
+    /// The fault's final view; `null` if it had ended by itself.
+    fault: Option<FaultView>,
+}
+
 /// Revokes `id`; its final view, or `None` if it had already ended (at its deadline) or the
 /// revoke failed. A failure is reported, not returned: the command still runs, and the fault
 /// is leased, so faultd revokes it anyway when this connection closes.
-fn revoke(client: &mut Client, id: &str) -> Option<Value> {
-    match client.request("revoke", json!({"fault_id": id})) {
-        Ok(view) => Some(view),
+fn revoke(client: &mut Client, id: &str) -> Option<FaultView> {
+    let request = Request::Revoke(FaultId {
+        fault_id: id.to_owned(),
+    });
+    match client.call(&request) {
+        Ok(Response::Fault(view)) => Some(*view),
+        Ok(other) => {
+            eprintln!("faultctl: revoking {id}: {}", unexpected(&request, &other));
+            None
+        }
         Err(ClientError::Rejected(body)) if body.code == ErrorCode::NotFound => None,
         Err(e) => {
             eprintln!("faultctl: revoking {id}: {e}");
