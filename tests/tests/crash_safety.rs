@@ -372,6 +372,38 @@ fn after_sigkill_the_reaper_removes_each_fault_at_its_deadline() {
     wait_clean(&lab, &agent, pace::scaled(Duration::from_secs(1)));
 }
 
+/// A faultd that dies after journaling a new device but before its fault (the clsact and
+/// filter may be in place by then) leaves a journal naming the device and no fault on it:
+/// the next faultd removes what it finds there, our clsact included.
+#[test]
+fn a_device_journaled_without_its_fault_is_released_by_the_next_faultd() {
+    let lab = Lab::new();
+    let mut agent = Agent::start();
+    apply(&agent, partition(&lab, 7500, "60s"));
+    agent.sigkill();
+    for pid in agent.reaper_pids() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(agent.wait_no_reaper(pace::scaled(Duration::from_secs(2))));
+    let log = agent.state_dir().join("journal.log");
+    let journal = std::fs::read_to_string(&log).expect("journal");
+    let without_faults: String = journal
+        .lines()
+        .filter(|line| !line.starts_with(r#"{"fault""#))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_ne!(journal, without_faults, "the journal had the fault");
+    std::fs::write(&log, without_faults).expect("rewrite journal");
+    let agent = agent.restart();
+    assert!(list_ids(&agent).is_empty());
+    let found = all_leftovers(&lab, &agent);
+    assert!(found.is_empty(), "left behind {found:?}");
+    assert_eq!(delivered(&lab, 7500), 50, "traffic flows");
+}
+
 #[test]
 fn a_journal_that_cannot_be_trusted_is_reported_and_everything_of_ours_swept() {
     type Damage = fn(&[u8]) -> Vec<u8>;

@@ -187,6 +187,10 @@ impl Engine {
                 .index
                 .insert(fault.installed.slot, &fault.installed.prefixes);
         }
+        // Devices journaled by a faultd that died before any fault on them was.
+        for e in namespace.release_idle().await {
+            tracing::error!(netns = %path.display(), error = %e, "releasing a device no fault holds");
+        }
         namespace.sweep().await?;
         pins::add_marker(&self.config.pin_root, id)?;
         self.paths.watch(path);
@@ -198,6 +202,8 @@ impl Engine {
             self.deadlines.insert(fault.deadline.at, &fault.id);
             self.faults.insert(fault.id.clone(), fault);
         }
+        // Nothing of ours left in it (its devices were all released): let it go.
+        self.drop_namespace_if_idle(id);
         Ok(true)
     }
 

@@ -205,6 +205,7 @@ impl Engine {
             namespace.check_delay_mix(&device, hooks, spec)?;
         }
         let slot = self.slots.take()?;
+        let tracked = namespace.track(&device, self.next_attachment).await;
         let mut installed = Installed {
             device,
             slot,
@@ -212,22 +213,21 @@ impl Engine {
             delay: None,
             acquired: false,
         };
-        let new_attachment = self.next_attachment;
-        let result = self
-            .install_kernel(
-                netns,
-                &mut installed,
-                hooks,
-                &mut value,
-                delay,
-                new_attachment,
-            )
-            .await;
+        let result = match tracked {
+            Ok(new) => {
+                if new {
+                    self.new_attachment();
+                    // Journaled before the kernel changes: a successor must know whose clsact
+                    // it finds, should this faultd die in the middle.
+                    self.sync_journal();
+                }
+                self.install_kernel(netns, &mut installed, hooks, &mut value, delay)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
         let result = match result {
             Ok(attachment) => {
-                if attachment == new_attachment {
-                    self.new_attachment();
-                }
                 installed.prefixes = prefixes_for(attachment);
                 match self.index.insert(slot, &installed.prefixes) {
                     Ok(changes) => self.write_fault(&installed, &value, &changes),
@@ -258,7 +258,6 @@ impl Engine {
         hooks: &[Hook],
         value: &mut FlFault,
         delay: Option<&DelaySpec>,
-        new_attachment: u32,
     ) -> Result<u32, EngineError> {
         let Some(namespace) = self.namespaces.get_mut(&netns) else {
             unreachable!("opened before");
@@ -267,7 +266,6 @@ impl Engine {
             .acquire(
                 &self.datapath,
                 &installed.device,
-                new_attachment,
                 hooks,
                 &mut installed.acquired,
             )
@@ -336,6 +334,8 @@ impl Engine {
             if installed.acquired {
                 errors.extend(namespace.release(&installed.device, hooks).await);
             }
+            // A device tracked for an apply that failed before it counted.
+            errors.extend(namespace.release_idle().await);
         }
         (counters, errors)
     }

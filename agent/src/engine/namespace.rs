@@ -193,34 +193,48 @@ impl Namespace {
         }
     }
 
-    /// Counts one more fault on `device`, adding clsact and our filters where missing; a new
-    /// device takes `attachment`. Returns the device's attachment. `counted` turns true as
-    /// soon as the device counts the fault, so that a rollback releases exactly what was
-    /// acquired.
+    /// Starts keeping `device`, with `attachment`, if it is new; true if it is. Whether we
+    /// will add its clsact is known (and journaled by the caller) before we add it: a faultd
+    /// killed in between leaves a clsact its successor can tell is ours.
+    pub async fn track(
+        &mut self,
+        device: &DeviceKey,
+        attachment: u32,
+    ) -> Result<bool, KernelError> {
+        if self.devices.contains_key(device) {
+            return Ok(false);
+        }
+        let had_clsact = qdisc::has_clsact(&self.nl, device.ifindex).await?;
+        self.devices.insert(
+            device.clone(),
+            Device {
+                attachment,
+                created_clsact: !had_clsact,
+                hook_users: [0; 2],
+                faults: 0,
+                delays: DelayQdiscs::default(),
+            },
+        );
+        Ok(true)
+    }
+
+    /// Counts one more fault on `device` (tracked before), adding clsact and our filters
+    /// where missing. Returns the device's attachment. `counted` turns true as soon as the
+    /// device counts the fault, so that a rollback releases exactly what was acquired.
     pub async fn acquire(
         &mut self,
         datapath: &Datapath,
         device: &DeviceKey,
-        attachment: u32,
         hooks: &[Hook],
         counted: &mut bool,
     ) -> Result<u32, KernelError> {
-        if !self.devices.contains_key(device) {
-            let created_clsact = filter::add_clsact(&self.nl, device.ifindex).await?;
-            self.devices.insert(
-                device.clone(),
-                Device {
-                    attachment,
-                    created_clsact,
-                    hook_users: [0; 2],
-                    faults: 0,
-                    delays: DelayQdiscs::default(),
-                },
-            );
-        }
         let Some(state) = self.devices.get_mut(device) else {
-            unreachable!("inserted above");
+            unreachable!("tracked before");
         };
+        if state.faults == 0 && state.created_clsact {
+            // Someone may have added one since we looked: then it is theirs.
+            state.created_clsact = filter::add_clsact(&self.nl, device.ifindex).await?;
+        }
         state.faults += 1;
         *counted = true;
         for &hook in hooks {
@@ -351,34 +365,56 @@ impl Namespace {
     /// the model ends empty. Returns every error met.
     pub async fn teardown(&mut self) -> Vec<KernelError> {
         let mut errors = Vec::new();
-        for (device, mut state) in std::mem::take(&mut self.devices) {
-            if !self.present(&device) {
-                // Gone with everything on it, but for our ifb.
-                if let Some(ifb) = state.delays.ifb() {
-                    errors.extend(link::delete_link(&self.nl, ifb).await.err());
-                }
-                continue;
+        for (device, state) in std::mem::take(&mut self.devices) {
+            errors.extend(self.let_go(&device, state).await);
+        }
+        errors
+    }
+
+    /// Lets go of the devices no fault counts: tracked for an apply that failed, or journaled
+    /// by a faultd that died before its fault was. Returns every error met.
+    pub async fn release_idle(&mut self) -> Vec<KernelError> {
+        let idle: Vec<DeviceKey> = self
+            .devices
+            .iter()
+            .filter(|(_, state)| state.faults == 0)
+            .map(|(device, _)| device.clone())
+            .collect();
+        let mut errors = Vec::new();
+        for device in idle {
+            if let Some(state) = self.devices.remove(&device) {
+                errors.extend(self.let_go(&device, state).await);
             }
-            for hook in Hook::ALL {
-                if state.hook_users[hook_index(hook)] > 0 {
-                    let detached =
-                        filter::detach(&self.nl, device.ifindex, hook, DATAPATH_PRIORITY);
-                    errors.extend(detached.await.err());
-                }
+        }
+        errors
+    }
+
+    /// Removes everything of ours from one device the model no longer holds. Filters are
+    /// detached whether or not a fault counted them: a faultd may have died after attaching.
+    async fn let_go(&self, device: &DeviceKey, mut state: Device) -> Vec<KernelError> {
+        let mut errors = Vec::new();
+        if !self.present(device) {
+            // Gone with everything on it, but for our ifb.
+            if let Some(ifb) = state.delays.ifb() {
+                errors.extend(link::delete_link(&self.nl, ifb).await.err());
             }
-            if state.delays.ifb().is_some() {
-                let detached =
-                    filter::detach(&self.nl, device.ifindex, Hook::Ingress, STEER_PRIORITY);
-                errors.extend(detached.await.err());
-            }
-            errors.extend(state.delays.teardown(&self.nl, device.ifindex).await);
-            if state.created_clsact {
-                errors.extend(
-                    remove_clsact_if_unused(&self.nl, device.ifindex)
-                        .await
-                        .err(),
-                );
-            }
+            return errors;
+        }
+        let ours = Hook::ALL
+            .into_iter()
+            .map(|hook| (hook, DATAPATH_PRIORITY))
+            .chain([(Hook::Ingress, STEER_PRIORITY)]);
+        for (hook, priority) in ours {
+            let detached = filter::detach(&self.nl, device.ifindex, hook, priority);
+            errors.extend(detached.await.err());
+        }
+        errors.extend(state.delays.teardown(&self.nl, device.ifindex).await);
+        if state.created_clsact {
+            errors.extend(
+                remove_clsact_if_unused(&self.nl, device.ifindex)
+                    .await
+                    .err(),
+            );
         }
         errors
     }

@@ -123,6 +123,12 @@ pub async fn root_qdisc(nl: &Netlink, ifindex: u32) -> Result<Option<RootQdisc>,
     qdisc_under(nl, ifindex, ROOT).await
 }
 
+/// Whether `ifindex` has a clsact qdisc (whoever added it).
+pub async fn has_clsact(nl: &Netlink, ifindex: u32) -> Result<bool, KernelError> {
+    let clsact = qdisc_under(nl, ifindex, u32::from(TcHandle::CLSACT)).await?;
+    Ok(clsact.is_some_and(|q| q.kind == "clsact"))
+}
+
 /// The TCA_OPTIONS payload of the qdisc under `parent` on `ifindex` (e.g. a class's leaf), as
 /// the kernel reports it.
 pub async fn leaf_options(
