@@ -6,6 +6,7 @@
 mod support;
 
 use std::{
+    collections::BTreeMap,
     net::IpAddr,
     process::Command,
     time::{Duration, Instant},
@@ -121,15 +122,24 @@ fn a_fault_whose_device_is_deleted_ends_lost() {
     let mut events = watching(&agent);
     // The veth pair goes whole: b's end, and its fault, with it.
     let deleted = run(&["ip", "-n", &lab.a.netns, "link", "del", &lab.a.dev]);
-    let (event, at) = next_event(&mut events, "lost", &id);
-    within_bound("a deleted device's fault ending", at - deleted);
+    // The two ends go in one batch, announced in either order.
+    let mut lost = BTreeMap::new();
+    while lost.len() < 2 {
+        let event = events.recv();
+        let fault = event["fault"]["id"].as_str().unwrap_or_default().to_owned();
+        if event["event"] == "lost" && [&id, &kept].contains(&&fault) {
+            lost.insert(fault, (event, Instant::now()));
+        }
+    }
+    let (event, at) = &lost[&id];
+    within_bound("a deleted device's fault ending", *at - deleted);
     assert_eq!(event["fault"]["state"], "lost");
     let message = event["message"].as_str().unwrap_or_default();
     assert!(
         message.contains(&lab.a.dev) && message.contains("deleted"),
         "{event}"
     );
-    let (event, _) = next_event(&mut events, "lost", &kept);
+    let (event, _) = &lost[&kept];
     assert!(event["message"]
         .as_str()
         .unwrap_or_default()
