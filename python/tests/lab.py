@@ -177,3 +177,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float, poll: float = 0.02) 
             return False
         time.sleep(poll)
     return True
+
+
+def within_binomial(count: int, n: int, p: float) -> bool:
+    """Whether `count` is a plausible Binomial(n, p) draw: within 4 standard deviations of the
+    mean, where all but 6 in 100,000 draws land (the tests run several such checks a run)."""
+    return abs(count - n * p) <= 4 * (n * p * (1 - p)) ** 0.5

@@ -78,7 +78,9 @@ def test_the_example_experiment_runs_green(tmp_path: Path, env: Dict[str, str], 
     assert runs["packets-dropped"]["output"] > 0
     healed = runs["heal"]["output"]
     assert healed["state"] == "revoked" and healed["id"] == cut["id"]
-    assert healed["counters"]["egress"]["dropped_packets"] >= runs["packets-dropped"]["output"]
+    final = healed["counters"]
+    dropped = final["egress"]["dropped_packets"] + final["ingress"]["dropped_packets"]
+    assert dropped >= runs["packets-dropped"]["output"]  # both directions, as the probe counts
     assert all(p["tolerance_met"] for p in journal["steady_states"]["after"]["probes"])
     assert client.list() == []
 

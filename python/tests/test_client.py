@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator, List
 
 import pytest
-from lab import Lab, TcpServer, tcp_connects, udp_burst, wait_for
+from lab import Lab, TcpServer, tcp_connects, udp_burst, wait_for, within_binomial
 
 import faultd_client as fc
 from faultd_client.report import faultctl_args
@@ -67,8 +67,7 @@ def test_loss_drops_what_the_receiver_misses(client: fc.Client, lab: Lab) -> Non
     # Exact: every datagram the receiver misses was dropped by the fault, and counted.
     assert final.matched_packets == sent == 2000
     assert final.dropped_packets == sent - received
-    # Binomial(2000, 0.5): 99.9 % of runs land within 3.29 standard deviations.
-    assert abs(received - 1000) <= 3.29 * (2000 * 0.25) ** 0.5
+    assert within_binomial(2000 - received, 2000, 0.5)
 
 
 def test_every_op(client: fc.Client, lab: Lab) -> None:

@@ -10,7 +10,8 @@ import time
 from typing import Iterator, List
 
 import pytest
-from lab import Lab, Side, TcpServer, in_netns, tcp_connects, udp_burst, wait_for
+from lab import (Lab, Side, TcpServer, in_netns, tcp_connects, udp_burst, wait_for,
+                 within_binomial)
 
 import faultd_client as fc
 
@@ -58,7 +59,7 @@ def test_packet_loss_counters_agree_with_the_receiver(
         live = f.counters
     assert live.egress.matched_packets == sent == 2000
     assert live.egress.dropped_packets == sent - received
-    assert abs((sent - received) - 400) <= 3.29 * (2000 * 0.2 * 0.8) ** 0.5
+    assert within_binomial(sent - received, 2000, 0.2)
     assert f.counters.egress.dropped_packets == sent - received  # final, from the revoke
     assert client.list() == []
 

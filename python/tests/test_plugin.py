@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from lab import Lab, wait_for
+from lab import Lab, wait_for, within_binomial
 
 import faultd_client as fc
 
@@ -202,7 +202,7 @@ def test_loss(network_fault_injector):
     assert sent == 2000 and ended["state"] == "revoked"
     # Exact: what b missed is what the fault dropped (the UDP goes one way: a's egress).
     assert ended["egress_dropped"] == sent - received
-    assert abs((sent - received) - 400) <= 3.29 * (2000 * 0.2 * 0.8) ** 0.5
+    assert within_binomial(sent - received, 2000, 0.2)
     assert client.list() == []
 
 

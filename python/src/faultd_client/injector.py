@@ -9,8 +9,9 @@ Every block applies its fault with `"lease":"connection"` on a connection of its
 open while the block runs: the fault ends when the block exits, when the process dies (SIGKILL
 included: the kernel closes the socket and faultd revokes), or at its deadline, whichever is
 first. A block whose fault has a duration lasts that long even if its body returns at once (the
-rest is slept out on exit, unless the body raised); a fault without one (latency, loss) gets
-`hold_s` as its deadline and ends with the block.
+rest is slept out on exit, unless the body raised) and then revokes the fault, whose deadline is
+1 s later as a backstop; a fault without one (latency, loss) gets `hold_s` as its deadline and
+ends with the block.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from .views import Counters, FaultView
 
 #: The deadline of a fault that names no duration (latency, loss): the block ends it sooner.
 DEFAULT_HOLD_S = 600.0
+#: How much later than its block's end a timed fault's deadline is (see `_block`).
+DEADLINE_GRACE_S = 1.0
 #: Requests on an otherwise quiet block's connection, so faultd's idle timeout (10 min by
 #: default) never ends its lease.
 DEFAULT_KEEPALIVE_S = 60.0
@@ -79,7 +82,7 @@ class ActiveFault:
             try:
                 self.view = self._client.revoke(self.id)
             except NotFoundError:
-                pass  # it ended at its deadline a moment ago; the last view stands
+                pass  # it ended first (its deadline, a revoke from elsewhere): the last view stands
             self.ended = True
         if self._ended_at is None:
             self._ended_at = time.monotonic()
@@ -166,8 +169,10 @@ class NetworkFaultInjector:
     def _block(self, name: str, fault: Fault) -> Iterator[ActiveFault]:
         fault.label = fault.label or f"{self.label}: {name}"
         hold = to_seconds(fault.duration) if fault.duration else None
-        if hold is None:
-            fault.duration = format_duration(self.hold_s)
+        # A timed block revokes its fault itself when the time is up, which gives the final
+        # counters; the deadline, a moment later, is the backstop. A deadline of exactly the
+        # duration would race the revoke and lose the counters to the expiry.
+        fault.duration = format_duration(self.hold_s if hold is None else hold + DEADLINE_GRACE_S)
         client = self.endpoint.connect()
         try:
             started = time.monotonic()
