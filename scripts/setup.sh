@@ -63,8 +63,9 @@ if [ ! -x "$venv/bin/python" ]; then
     log "creating a Python virtual environment in $venv"
     python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
 fi
-# What is pinned and not installed at that version (pip freeze writes names as pinned here).
-installed=$("$venv/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null)
+# What is pinned and not installed at that version (pip freeze writes names as pinned here;
+# --all, since setuptools, pinned here, is one of the packages a plain freeze leaves out).
+installed=$("$venv/bin/python" -m pip freeze --all --disable-pip-version-check 2>/dev/null)
 wanted=()
 while read -r requirement; do
     case $requirement in "" | "#"*) continue ;; esac
@@ -76,6 +77,23 @@ if [ "${#wanted[@]}" -gt 0 ]; then
         die "pip install failed"
 else
     log "Python packages: all present"
+fi
+
+# The Python client (python/, distribution faultd-client), editable: the tests run its sources
+# as they are. Built with the pinned setuptools, without build isolation or an index, so this
+# step needs no network. Installed again when pyproject.toml (its metadata: the pytest
+# entry point) changes, or when the environment's copy points at another checkout.
+stamp="$venv/faultd-client.pyproject.sha256"
+want=$(sha256sum "$root/python/pyproject.toml" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] ||
+    ! "$venv/bin/python" -c 'import sys, faultd_client; sys.exit(not faultd_client.__file__.startswith(sys.argv[1]))' \
+        "$root/python/src/" 2>/dev/null; then
+    log "installing faultd-client (python/) into $venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-build-isolation \
+        --no-deps --no-index --editable "$root/python" || die "pip install ./python failed"
+    echo "$want" >"$stamp"
+else
+    log "faultd-client: installed"
 fi
 
 log "setup done"
