@@ -169,6 +169,19 @@ def tcp_connects(side: Side, addr: str, port: int, timeout: float) -> bool:
     return in_netns(side.netns, connect)
 
 
+def tcp_connect_seconds(side: Side, addr: str, port: int, timeout: float) -> Optional[float]:
+    """How long a TCP connection from `side` to `addr`:`port` takes to be established (the
+    SYN's and the SYN/ACK's trip), or None when it is not within `timeout`."""
+    def connect() -> Optional[float]:
+        started = time.monotonic()
+        try:
+            socket.create_connection((addr, port), timeout=timeout).close()
+            return time.monotonic() - started
+        except OSError:
+            return None
+    return in_netns(side.netns, connect)
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
     """Polls `predicate` until it holds or `timeout` passes; whether it held."""
     deadline = time.monotonic() + timeout

@@ -46,7 +46,7 @@ def test_rto(recovery_timer):
 CONFTEST = '''
 import json, os, sys
 sys.path.insert(0, os.environ["FAULTD_TEST_HELPERS"])
-from lab import Lab, TcpServer, tcp_connects, udp_burst
+from lab import Lab, TcpServer, tcp_connect_seconds, tcp_connects, udp_burst
 
 LAB = Lab.from_env()
 
@@ -62,6 +62,12 @@ def pytest_faultd_fault_applied(fault, item):
             a_to_b = tcp_connects(LAB.a, LAB.b.addr, 7301, 0.5)
             b_to_a = tcp_connects(LAB.b, LAB.a.addr, 7302, 0.5)
         sent, received = udp_burst(LAB.a, LAB.b, 7303, 100)
+    elif fault.kind == "latency":
+        # a's SYN waits out the delay on a's egress; b's SYN/ACK does not.
+        with TcpServer(LAB.b, 7305):
+            connect_s = tcp_connect_seconds(LAB.a, LAB.b.addr, 7305, 5.0)
+        record(event="applied", id=fault.id, kind=fault.kind, connect_s=connect_s)
+        return
     else:
         a_to_b = b_to_a = None
         sent, received = udp_burst(LAB.a, LAB.b, 7304, 2000)
@@ -162,6 +168,9 @@ def test_the_issues_tests_run_verbatim(project: pytest.Pytester, client: fc.Clie
     if netem:
         assert [p["kind"] for p in seen if p["event"] == "applied"] == \
             ["partition", "latency", "loss"]
+        # netem never delivers early: a connection made under the 500 ms latency took longer.
+        latency = next(p for p in seen if p["event"] == "applied" and p["kind"] == "latency")
+        assert latency["connect_s"] is not None and latency["connect_s"] >= 0.5, latency
 
     rto = properties(junit, "test_rto")
     assert rto["recovery.meets_rto"] == "True" and float(rto["recovery.rto_s"]) == 30.0

@@ -125,11 +125,20 @@ impl Archive {
 
     /// A host directory and everything below it, at the same paths.
     pub fn host_tree(&mut self, dir: &Path) -> Result<()> {
+        self.host_tree_where(dir, &|_| true)
+    }
+
+    /// A host directory and what is below it, less the entries (and their subtrees) `keep`
+    /// turns down.
+    pub fn host_tree_where(&mut self, dir: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<()> {
         self.host_path(dir)?;
         for entry in fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
             let path = entry?.path();
+            if !keep(&path) {
+                continue;
+            }
             if fs::symlink_metadata(&path)?.is_dir() {
-                self.host_tree(&path)?;
+                self.host_tree_where(&path, keep)?;
             } else {
                 self.host_path(&path)?;
             }

@@ -1,5 +1,6 @@
 //! What the guest boots into: /init (busybox), the test runner (the host's bash), the tests,
-//! the host's tools at their host paths, and the kernel's modules.
+//! the host's tools at their host paths, the Python venv of the Python client's tests, and the
+//! kernel's modules.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,24 @@ const SOURCE_DATA: &[&str] = &[
     "fuzz/hostile-verdicts.txt",
     "scripts",
     "deploy",
+    "python",
+];
+
+/// What the Python client's tests in the guest never import: left out of the interpreter's
+/// standard library and the venv's packages (kubernetes-validate alone is 110 MB).
+const PYTHON_LEFT_OUT: &[&str] = &[
+    "test",
+    "site-packages",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pip",
+    "setuptools",
+    "pkg_resources",
+    "_distutils_hack",
+    "kubernetes_validate",
 ];
 
 /// Where busybox and its applets live: last on PATH, so they only fill gaps.
@@ -101,6 +120,8 @@ pub fn write_initramfs(
             a.host_path(&path)?;
         }
     }
+    let venv = python(&mut a, workspace)?;
+    a.bytes("/faultline/venv", 0o644, path_str(&venv)?);
     let mut list = String::new();
     for t in &suite.tests {
         a.host_exe(&t.exe)?;
@@ -122,6 +143,56 @@ pub fn write_initramfs(
     );
 
     a.write(out)
+}
+
+/// The Python virtual environment scripts/setup.sh made (`$FAULTLINE_VENV` or target/venv),
+/// with the interpreter it runs and its standard library, at their host paths; returns the
+/// venv's path. The guest runs the Python client's latency tests with it
+/// (tests/tests/python_client.rs).
+fn python(a: &mut Archive, workspace: &Path) -> Result<PathBuf> {
+    let venv = std::env::var_os("FAULTLINE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target/venv"));
+    let python = venv.join("bin/python");
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import os, sys, sysconfig; p = sysconfig.get_paths(); \
+             print(os.path.realpath(sys._base_executable), p['stdlib'], p['purelib'], sep='\\n')",
+        ])
+        .output()
+        .with_context(|| format!("run {}: run ./scripts/setup.sh", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let paths = String::from_utf8(out.stdout).context("the interpreter's paths are not UTF-8")?;
+    let [interpreter, stdlib, packages] = paths.lines().collect::<Vec<_>>()[..] else {
+        bail!("unexpected answer from {}: {paths:?}", python.display());
+    };
+    let keep = |path: &Path| {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        !PYTHON_LEFT_OUT.contains(&name) && !name.starts_with("config-")
+    };
+    a.host_exe(Path::new(interpreter))?;
+    a.host_path(&python)?;
+    a.host_path(&venv.join("pyvenv.cfg"))?;
+    a.host_tree_where(Path::new(stdlib), &keep)?;
+    a.host_tree_where(Path::new(packages), &keep)?;
+    // Extension modules bring their libraries (ctypes: libffi, which the tests' lab uses).
+    let extensions = Path::new(stdlib).join("lib-dynload");
+    for entry in
+        fs::read_dir(&extensions).with_context(|| format!("read {}", extensions.display()))?
+    {
+        a.libraries_of(&entry?.path())?;
+    }
+    Ok(venv)
 }
 
 /// Just enough for tools that look up users and hosts.

@@ -3,6 +3,8 @@
 set -uo pipefail
 
 export FAULTLINE_BIN_DIR=$(</faultline/bin-dir)
+# The Python client's tests run with the host's venv, copied in at its path.
+export FAULTLINE_VENV=$(</faultline/venv)
 # Every kernel of the matrix has netem: the netem suite must run, not skip.
 export FAULTLINE_EXPECT_NETEM=1
 # --test-threads=N and the --filter string, one per line.
