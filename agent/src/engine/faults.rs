@@ -19,8 +19,9 @@ use super::{
 use crate::{
     abi::{FlCounters, FlFault, PrefixKey},
     fault::{
+        error::SpecError,
         plan::{self, TrieChanges},
-        spec::{FaultWire, SpecError},
+        spec::FaultWire,
         values::{format_duration, parse_duration},
     },
     kernel::{
@@ -342,12 +343,7 @@ impl Engine {
 
     /// Gives a fault `duration` from now (within the agent's maximum), in the datapath and here.
     pub(super) fn renew(&mut self, id: &str, duration: &str) -> Result<FaultView, EngineError> {
-        let invalid = |message: String| {
-            EngineError::Spec(SpecError {
-                field: "duration".into(),
-                message,
-            })
-        };
+        let invalid = |message: String| EngineError::Spec(SpecError::new("duration", message));
         let duration = parse_duration(duration).map_err(|e| invalid(e.0))?;
         if duration.is_zero() {
             return Err(invalid(
@@ -390,14 +386,14 @@ impl Engine {
         field: &str,
     ) -> Result<(), EngineError> {
         if duration > self.config.durations.max {
-            return Err(EngineError::Spec(SpecError {
-                field: field.into(),
-                message: format!(
+            return Err(EngineError::Spec(SpecError::new(
+                field,
+                format!(
                     "{} exceeds the maximum of {}",
                     format_duration(duration),
                     format_duration(self.config.durations.max)
                 ),
-            }));
+            )));
         }
         self.config
             .policy

@@ -4,8 +4,9 @@
 use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
+use super::burst::{BurstWire, GilbertElliott};
+use super::error::SpecError;
 use super::netem::{Netem, NetemWire};
 use super::values::{
     format_duration, parse_duration, Cidr, Direction, Fraction, Percent, PortRange, Proto,
@@ -16,27 +17,6 @@ use crate::abi::{MAX_LOCAL_CIDRS, MAX_PORT_RANGES};
 /// Most remote (`dst`) CIDRs one fault may name; each is one entry in the datapath's trie.
 pub const MAX_REMOTE_CIDRS: usize = 64;
 pub const MAX_LABEL_LEN: usize = 256;
-
-/// A value the caller sent that cannot be accepted, with the path of the offending field.
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("{field}: {message}")]
-pub struct SpecError {
-    pub field: String,
-    pub message: String,
-}
-
-impl SpecError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    fn at(field: impl Into<String>) -> impl FnOnce(ValueError) -> Self {
-        move |e| Self::new(field, e.0)
-    }
-}
 
 // ---- wire form -------------------------------------------------------------------------------
 
@@ -101,18 +81,6 @@ pub struct LossWire {
     pub percent: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<BurstWire>,
-}
-
-/// Gilbert-Elliott parameters in percent, named after netem's `loss gemodel p r 1-h 1-k`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct BurstWire {
-    pub p: f64,
-    pub r: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss_bad: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss_good: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -232,15 +200,6 @@ pub enum Action {
     Netem(Box<Netem>),
 }
 
-/// netem's `gemodel`: p = P(good→bad), r = P(bad→good), loss_bad = 1-h, loss_good = 1-k.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct GilbertElliott {
-    pub p: Percent,
-    pub r: Percent,
-    pub loss_bad: Percent,
-    pub loss_good: Percent,
-}
-
 /// Duration bounds the agent enforces; the policy of issue 4 will extend this.
 #[derive(Clone, Copy, Debug)]
 pub struct DurationLimits {
@@ -328,12 +287,7 @@ impl FaultSpec {
             Action::BurstLoss(ge) => {
                 loss = Some(LossWire {
                     percent: None,
-                    burst: Some(BurstWire {
-                        p: ge.p.value(),
-                        r: ge.r.value(),
-                        loss_bad: Some(ge.loss_bad.value()),
-                        loss_good: Some(ge.loss_good.value()),
-                    }),
+                    burst: Some(ge.to_wire()),
                 })
             }
         }
@@ -365,14 +319,10 @@ fn loss_action(loss: &LossWire) -> Result<Action, SpecError> {
         (Some(percent), None) => Ok(Action::Loss(
             Percent::new(percent).map_err(SpecError::at("fault.loss.percent"))?,
         )),
-        (None, Some(b)) => Ok(Action::BurstLoss(GilbertElliott {
-            p: Percent::new(b.p).map_err(SpecError::at("fault.loss.burst.p"))?,
-            r: Percent::new(b.r).map_err(SpecError::at("fault.loss.burst.r"))?,
-            loss_bad: Percent::new(b.loss_bad.unwrap_or(100.0))
-                .map_err(SpecError::at("fault.loss.burst.loss_bad"))?,
-            loss_good: Percent::new_or_zero(b.loss_good.unwrap_or(0.0))
-                .map_err(SpecError::at("fault.loss.burst.loss_good"))?,
-        })),
+        (None, Some(b)) => Ok(Action::BurstLoss(GilbertElliott::from_wire(
+            b,
+            "fault.loss.burst",
+        )?)),
         (None, None) => Err(SpecError::new(
             "fault.loss",
             "needs \"percent\" or \"burst\"",

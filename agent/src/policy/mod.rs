@@ -313,11 +313,9 @@ fn worst_loss(action: &Action) -> Option<(f64, &'static str)> {
         Action::BurstLoss(ge) => Some((burst(ge.loss_bad, ge.loss_good), "burst loss")),
         Action::Netem(netem) => match netem.loss? {
             NetemLoss::Random(chance) => Some((chance.percent.value(), "netem loss")),
-            NetemLoss::GilbertElliott {
-                loss_bad,
-                loss_good,
-                ..
-            } => Some((burst(loss_bad, loss_good), "netem burst loss")),
+            NetemLoss::GilbertElliott(ge) => {
+                Some((burst(ge.loss_bad, ge.loss_good), "netem burst loss"))
+            }
             // Its burst state (3) drops every packet until it leaves.
             NetemLoss::FourState { .. } => Some((100.0, "netem 4-state loss")),
         },
