@@ -327,6 +327,12 @@ impl Engine {
                 .write_fault(installed.slot, &FlFault::default())
                 .err(),
         );
+        // After the slot is cleared, so no packet can track a connection under it again.
+        errors.extend(
+            self.datapath
+                .forget_connections(&BTreeSet::from([installed.slot]))
+                .err(),
+        );
         self.slots.put_back(installed.slot);
         if let Some(namespace) = self.namespaces.get_mut(&netns) {
             if let Some(class) = &installed.delay {
@@ -534,8 +540,12 @@ impl Engine {
         for key in &keys {
             errors.extend(self.datapath.delete_prefix(key).err());
         }
-        for slot in slots {
+        for &slot in &slots {
             errors.extend(self.datapath.write_fault(slot, &FlFault::default()).err());
+        }
+        let cleared: BTreeSet<u32> = slots.iter().copied().collect();
+        errors.extend(self.datapath.forget_connections(&cleared).err());
+        for slot in slots {
             self.slots.put_back(slot);
         }
         for e in errors {

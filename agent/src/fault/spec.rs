@@ -9,8 +9,8 @@ use super::burst::{BurstWire, GilbertElliott};
 use super::error::SpecError;
 use super::netem::{Netem, NetemWire};
 use super::values::{
-    format_duration, parse_duration, Cidr, Direction, Fraction, Percent, PortRange, Proto,
-    ValueError,
+    format_duration, parse_duration, Cidr, Connections, Direction, Fraction, Percent, PortRange,
+    Proto, ValueError,
 };
 use crate::abi::{MAX_LOCAL_CIDRS, MAX_PORT_RANGES};
 
@@ -28,6 +28,10 @@ pub struct FaultWire {
     pub loss: Option<LossWire>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<PartitionWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<ResetWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject: Option<RejectWire>,
     /// Delay and the rest of the netem model, applied by a netem qdisc.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netem: Option<NetemWire>,
@@ -49,6 +53,9 @@ pub struct TargetWire {
     pub matcher: Option<MatchWire>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flows: Option<f64>,
+    /// `new`, `established` or `all` (the default, left out of the normalised form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -87,6 +94,18 @@ pub struct LossWire {
 #[serde(deny_unknown_fields)]
 pub struct PartitionWire {}
 
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResetWire {
+    /// The peer gets a RST too, not only this host's side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RejectWire {}
+
 // ---- validated form --------------------------------------------------------------------------
 
 #[derive(Clone, Debug, PartialEq)]
@@ -104,6 +123,7 @@ pub struct Target {
     pub direction: Direction,
     pub matcher: FlowMatch,
     pub flows: Option<Fraction>,
+    pub connections: Connections,
 }
 
 /// Where a target's network namespace is: `None` in `Target` means faultd's own.
@@ -198,7 +218,16 @@ pub enum Action {
     Loss(Percent),
     BurstLoss(GilbertElliott),
     Netem(Box<Netem>),
+    /// Answer TCP segments with a RST to this host's side, and to the peer's when `peer`.
+    Reset {
+        peer: bool,
+    },
+    /// Refuse new connections as a closed port does: RST/ACK, ICMP port unreachable.
+    Reject,
 }
+
+/// The actions of the wire form, in the order error messages name them.
+const ACTIONS: &str = "\"loss\", \"partition\", \"netem\", \"reset\" or \"reject\"";
 
 /// Duration bounds the agent enforces; the policy of issue 4 will extend this.
 #[derive(Clone, Copy, Debug)]
@@ -209,22 +238,35 @@ pub struct DurationLimits {
 
 impl FaultSpec {
     pub fn from_wire(wire: &FaultWire, limits: &DurationLimits) -> Result<Self, SpecError> {
-        let action = match (&wire.loss, &wire.partition, &wire.netem) {
-            (Some(loss), None, None) => loss_action(loss)?,
-            (None, Some(_), None) => Action::Partition,
-            (None, None, Some(netem)) => Action::Netem(Box::new(Netem::from_wire(netem)?)),
-            (None, None, None) => {
-                return Err(SpecError::new(
-                    "fault",
-                    "needs an action: \"loss\", \"partition\" or \"netem\"",
-                ))
-            }
+        let given = [
+            wire.loss.is_some(),
+            wire.partition.is_some(),
+            wire.netem.is_some(),
+            wire.reset.is_some(),
+            wire.reject.is_some(),
+        ];
+        match given.iter().filter(|&&g| g).count() {
+            0 => return Err(SpecError::new("fault", format!("needs an action: {ACTIONS}"))),
+            1 => {}
             _ => {
                 return Err(SpecError::new(
                     "fault",
-                    "\"loss\", \"partition\" and \"netem\" exclude each other",
+                    format!("needs exactly one action of {ACTIONS}"),
                 ))
             }
+        }
+        let action = if let Some(loss) = &wire.loss {
+            loss_action(loss)?
+        } else if let Some(netem) = &wire.netem {
+            Action::Netem(Box::new(Netem::from_wire(netem)?))
+        } else if let Some(reset) = &wire.reset {
+            Action::Reset {
+                peer: reset.peer.unwrap_or(false),
+            }
+        } else if wire.reject.is_some() {
+            Action::Reject
+        } else {
+            Action::Partition
         };
         let duration = match &wire.duration {
             Some(text) => parse_duration(text).map_err(SpecError::at("fault.duration"))?,
@@ -257,11 +299,31 @@ impl FaultSpec {
             }
         }
         let default_direction = match action {
-            Action::Partition => Direction::Both,
+            Action::Partition | Action::Reset { .. } | Action::Reject => Direction::Both,
             Action::Loss(_) | Action::BurstLoss(_) | Action::Netem(_) => Direction::Egress,
         };
+        let target = target(&wire.target, default_direction)?;
+        let answers = match action {
+            Action::Reset { .. } => Some(("reset", &[Proto::Any, Proto::Tcp][..])),
+            Action::Reject => Some(("reject", &[Proto::Any, Proto::Tcp, Proto::Udp][..])),
+            _ => None,
+        };
+        if let Some((name, protos)) = answers {
+            let proto = target.matcher.proto;
+            if !protos.contains(&proto) {
+                let names: Vec<&str> = protos.iter().map(|p| p.name()).collect();
+                return Err(SpecError::new(
+                    "fault.target.match.proto",
+                    format!(
+                        "{name} answers only {}; not {}",
+                        names.join(" or "),
+                        proto.name()
+                    ),
+                ));
+            }
+        }
         Ok(Self {
-            target: target(&wire.target, default_direction)?,
+            target,
             action,
             duration,
             label: wire.label.clone(),
@@ -275,8 +337,11 @@ impl FaultSpec {
         let strings = |v: &[Cidr]| v.iter().map(ToString::to_string).collect();
         let ports = |v: &[PortRange]| v.iter().map(|p| PortWire::Text(p.to_string())).collect();
         let (mut loss, mut partition, mut netem) = (None, None, None);
+        let (mut reset, mut reject) = (None, None);
         match &self.action {
             Action::Partition => partition = Some(PartitionWire {}),
+            Action::Reset { peer } => reset = Some(ResetWire { peer: Some(*peer) }),
+            Action::Reject => reject = Some(RejectWire {}),
             Action::Loss(p) => {
                 loss = Some(LossWire {
                     percent: Some(p.value()),
@@ -304,9 +369,13 @@ impl FaultSpec {
                     dport: ports(&m.dport),
                 }),
                 flows: t.flows.map(Fraction::value),
+                connections: (t.connections != Connections::All)
+                    .then(|| t.connections.name().to_owned()),
             },
             loss,
             partition,
+            reset,
+            reject,
             netem,
             duration: Some(format_duration(self.duration)),
             label: self.label.clone(),
@@ -354,12 +423,19 @@ fn target(wire: &TargetWire, default_direction: Direction) -> Result<Target, Spe
         .transpose()
         .map_err(SpecError::at("fault.target.flows"))?;
     let matcher = flow_match(wire.matcher.as_ref().unwrap_or(&MatchWire::default()))?;
+    let connections = match &wire.connections {
+        Some(text) => text
+            .parse()
+            .map_err(SpecError::at("fault.target.connections"))?,
+        None => Connections::All,
+    };
     Ok(Target {
         netns,
         dev,
         direction,
         matcher,
         flows,
+        connections,
     })
 }
 
