@@ -75,7 +75,7 @@ fn rust_mirrors_match_the_compiled_btf() {
     assert_layout!(btf, "fl_match", FlMatch, {
         "hooks" => hooks, "proto" => proto, "local_cidr_count" => local_cidr_count,
         "local_port_count" => local_port_count, "remote_port_count" => remote_port_count,
-        "pad" => pad, "flow_threshold" => flow_threshold, "flow_seed" => flow_seed,
+        "connections" => connections, "pad" => pad, "flow_threshold" => flow_threshold, "flow_seed" => flow_seed,
         "local" => local, "local_ports" => local_ports, "remote_ports" => remote_ports,
     });
     assert_layout!(btf, "fl_action", FlAction, {

@@ -113,7 +113,9 @@ fn reset_with_peer_resets_both_ends() {
         .expect("timeout");
     client.write_all(b"hello").expect("send before the fault");
     let mut got = [0u8; 5];
-    server.read_exact(&mut got).expect("receive before the fault");
+    server
+        .read_exact(&mut got)
+        .expect("receive before the fault");
     // At b's ingress: what a arrives with is answered to both ends.
     let id = id_of(&apply(
         &agent,
@@ -121,7 +123,9 @@ fn reset_with_peer_resets_both_ends() {
                "match": {"proto": "tcp", "sport": [6111]}},
                "reset": {"peer": true}, "duration": "60s"}),
     ));
-    client.write_all(b"again").expect("the send itself is accepted");
+    client
+        .write_all(b"again")
+        .expect("the send itself is accepted");
     let mut buf = [0u8; 8];
     let server_error = server.read(&mut buf).expect_err("b's side is reset");
     assert_eq!(server_error.kind(), ErrorKind::ConnectionReset);
@@ -150,7 +154,11 @@ fn reject_refuses_new_connections_and_udp_while_established_sessions_go_on() {
     ));
     for b in [b4, b6] {
         let refused = connect(&lab, Side::A, b, port).expect_err("a new connection is refused");
-        assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{b}: {refused}");
+        assert_eq!(
+            refused.kind(),
+            ErrorKind::ConnectionRefused,
+            "{b}: {refused}"
+        );
         // A connected UDP socket learns of the port unreachable at its next call.
         let socket = in_netns(&lab.a.netns, || {
             let any = if b.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
@@ -160,7 +168,9 @@ fn reject_refuses_new_connections_and_udp_while_established_sessions_go_on() {
         socket
             .set_read_timeout(Some(pace::scaled(ANSWER)))
             .expect("timeout");
-        socket.send(b"datagram").expect("the send itself is accepted");
+        socket
+            .send(b"datagram")
+            .expect("the send itself is accepted");
         let error = socket
             .recv(&mut [0u8; 16])
             .expect_err("the port is unreachable");
@@ -168,7 +178,10 @@ fn reject_refuses_new_connections_and_udp_while_established_sessions_go_on() {
     }
     round_trip(&mut established).expect("the established session keeps working");
     let egress = counters(&agent, &id, "egress");
-    assert_eq!(egress["rejects_sent"], 4, "two connects, two datagrams: {egress}");
+    assert_eq!(
+        egress["rejects_sent"], 4,
+        "two connects, two datagrams: {egress}"
+    );
     revoke(&agent, &id);
     let mut after = connect(&lab, Side::A, b4, port).expect("connect after revoke");
     round_trip(&mut after).expect("healed");
@@ -255,7 +268,11 @@ fn connection_faults_leave_nothing_after_clear_and_sigkill() {
     let agent = agent.restart();
     let reply = agent.request(json!({"id": 1, "op": "clear"}));
     assert_eq!(reply["ok"], true, "{reply}");
-    assert_eq!(tracked_connections(agent.pin_dir()), 0, "clear after a restart");
+    assert_eq!(
+        tracked_connections(agent.pin_dir()),
+        0,
+        "clear after a restart"
+    );
     assert_eq!(bpf_filter_count(&lab.a.netns, &lab.a.dev), 0);
     let mut healed = connect(&lab, Side::A, b, 6151).expect("connect after clear");
     round_trip(&mut healed).expect("healed");

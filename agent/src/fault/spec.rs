@@ -246,7 +246,12 @@ impl FaultSpec {
             wire.reject.is_some(),
         ];
         match given.iter().filter(|&&g| g).count() {
-            0 => return Err(SpecError::new("fault", format!("needs an action: {ACTIONS}"))),
+            0 => {
+                return Err(SpecError::new(
+                    "fault",
+                    format!("needs an action: {ACTIONS}"),
+                ))
+            }
             1 => {}
             _ => {
                 return Err(SpecError::new(
@@ -652,6 +657,52 @@ mod tests {
         assert_eq!(
             field_of(r#"{"target":{"dev":"eth0"},"partition":{}}"#),
             "fault.duration"
+        );
+    }
+
+    #[test]
+    fn connection_actions_and_their_defaults() {
+        let spec = parse(
+            r#"{"target":{"dev":"eth0","connections":"new","match":{"proto":"tcp"}},
+                "reset":{"peer":true},"duration":"3s"}"#,
+        )
+        .expect("valid");
+        assert_eq!(spec.action, Action::Reset { peer: true });
+        assert_eq!(spec.target.direction, Direction::Both);
+        assert_eq!(spec.target.connections, Connections::New);
+        assert_eq!(FaultSpec::from_wire(&spec.to_wire(), &LIMITS), Ok(spec));
+        let spec = parse(r#"{"target":{"dev":"eth0"},"reject":{},"duration":"3s"}"#).expect("ok");
+        assert_eq!(spec.action, Action::Reject);
+        assert_eq!(spec.target.connections, Connections::All);
+        // `all` is the default, and left out of the normalised form.
+        assert_eq!(spec.to_wire().target.connections, None);
+        let spec = parse(r#"{"target":{"dev":"eth0"},"reset":{},"duration":"3s"}"#).expect("ok");
+        assert_eq!(spec.action, Action::Reset { peer: false });
+    }
+
+    #[test]
+    fn connection_actions_refuse_what_they_cannot_answer() {
+        assert_eq!(
+            field_of(
+                r#"{"target":{"dev":"e","match":{"proto":"udp"}},"reset":{},"duration":"1s"}"#
+            ),
+            "fault.target.match.proto"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"target":{"dev":"e","match":{"proto":"icmp"}},"reject":{},"duration":"1s"}"#
+            ),
+            "fault.target.match.proto"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"target":{"dev":"e","connections":"old"},"partition":{},"duration":"1s"}"#
+            ),
+            "fault.target.connections"
+        );
+        assert_eq!(
+            field_of(r#"{"target":{"dev":"e"},"reset":{},"reject":{},"duration":"1s"}"#),
+            "fault"
         );
     }
 

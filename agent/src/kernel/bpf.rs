@@ -25,8 +25,8 @@ use super::{
     KernelError,
 };
 use crate::abi::{
-    FlCandidates, FlConn, FlConnKey, FlCounters, FlFault, FlPrefixData, FlProtectedList,
-    PrefixKey, MAP_CONNS, MAP_COUNTERS, MAP_FAULTS, MAP_PREFIXES, MAP_PROTECTED, MAP_SCRATCH,
+    FlCandidates, FlConn, FlConnKey, FlCounters, FlFault, FlPrefixData, FlProtectedList, PrefixKey,
+    MAP_CONNS, MAP_COUNTERS, MAP_FAULTS, MAP_PREFIXES, MAP_PROTECTED, MAP_SCRATCH,
     PREFIX_ATTACHMENT_BITS, PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_STEER,
 };
 
