@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * faultline datapath: drops the packets of active faults at the tc clsact hooks, and steers
- * those of delay faults into their netem classes. One load serves every device in every
- * namespace: each filter's classid tells the program which device's faults apply.
+ * faultline datapath: drops the packets of active faults at the tc clsact hooks, steers those
+ * of delay faults into their netem classes, and answers those of reset and reject faults with
+ * the RST or ICMP error a peer would send (include/reply.h). One load serves every device in
+ * every namespace: each filter's classid tells the program which device's faults apply.
  *
  * Attached with legacy cls_bpf in direct-action mode (not TCX): TCX maps TC_ACT_STOLEN to
  * "next", and STOLEN is the only verdict that drops at egress without telling the sending
@@ -19,6 +20,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "faultline.h"
+#include "reply.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -50,6 +52,18 @@ struct {
 } fl_protected SEC(".maps");
 
 /*
+ * The TCP connections whose SYN a fault with `connections` new or established saw: bounded,
+ * the least recently used go first (they then count as established). faultd deletes a
+ * fault's entries when it removes the fault.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FL_MAX_CONNS);
+	__type(key, struct fl_conn_key);
+	__type(value, struct fl_conn);
+} fl_conns SEC(".maps");
+
+/*
  * A packet seen from this host: local is our side whichever way it travels. It lives in
  * fl_scratch rather than on the stack so that fl_apply_fault, a global function, takes scalars
  * only: kernels before 5.12 refuse a pointer argument to a global function.
@@ -64,6 +78,18 @@ struct fl_packet {
 	__u32 segs;
 	__u32 len;
 	__u32 steer_class; /* set by the first matching delay fault */
+	__u8 tcp_flags;
+	__u8 replyable;    /* TCP or UDP right after a plain IP header: a reply can quote it */
+	__u8 pad2[2];
+	__u32 tcp_seq; /* host order */
+	__u32 tcp_ack;
+	__u32 payload; /* TCP payload bytes */
+	/* Set by the reset or reject fault that answers the packet, for fl_reply. */
+	__u32 reply_slot;
+	__u32 reply_kind;
+	__u32 reply_flags;
+	struct fl_answered answered;
+	struct fl_frame frame;
 };
 
 /* One packet being classified per CPU: a tc program runs to completion on its CPU. */
@@ -76,6 +102,8 @@ struct {
 
 /* fl_apply_fault's answer for a delay fault: steer the packet, keep looking for drops. */
 #define FL_STEER 1000
+/* fl_apply_fault's answer for a reset or reject fault: fl_reply answers the packet. */
+#define FL_REPLY 1001
 /* skb->cb word (tc's scratch space) by which fl_ingress marks a packet for the ifb. */
 #define FL_CB_STEER 0
 #define FL_STEER_MARK 0xfa17dea1
@@ -100,7 +128,7 @@ static __always_inline void fl_copy_v6(__u32 out[4], const struct in6_addr *addr
 static __always_inline int fl_parse(struct __sk_buff *skb, int dir, struct fl_packet *pkt)
 {
 	__u32 src[4], dst[4];
-	__u32 l4_off;
+	__u32 l4_off, l3_len;
 	__u16 ports[2] = {0, 0};
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
@@ -112,6 +140,8 @@ static __always_inline int fl_parse(struct __sk_buff *skb, int dir, struct fl_pa
 		fl_mapped_v4(dst, ip.daddr);
 		pkt->proto = ip.protocol;
 		l4_off = ETH_HLEN + ip.ihl * 4;
+		l3_len = bpf_ntohs(ip.tot_len);
+		pkt->replyable = ip.ihl == 5;
 		/* Only the first fragment carries ports. */
 		if (ip.frag_off & bpf_htons(0x1fff))
 			pkt->proto = 0;
@@ -124,6 +154,9 @@ static __always_inline int fl_parse(struct __sk_buff *skb, int dir, struct fl_pa
 		fl_copy_v6(dst, &ip6.daddr);
 		pkt->proto = ip6.nexthdr;
 		l4_off = ETH_HLEN + sizeof(ip6);
+		l3_len = sizeof(ip6) + bpf_ntohs(ip6.payload_len);
+		pkt->replyable = 1;
+		pkt->answered.v6 = 1;
 		/* Neighbour discovery is IPv6's ARP: it passes as ARP does, so a fault cannot make
 		 * a peer it spares (a protected one, another port's flows) unreachable. */
 		if (pkt->proto == IPPROTO_ICMPV6) {
@@ -139,6 +172,35 @@ static __always_inline int fl_parse(struct __sk_buff *skb, int dir, struct fl_pa
 	if (pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) {
 		if (bpf_skb_load_bytes(skb, l4_off, ports, sizeof(ports)) < 0)
 			ports[0] = ports[1] = 0;
+	} else {
+		pkt->replyable = 0;
+	}
+	if (pkt->proto == IPPROTO_TCP) {
+		struct {
+			__be32 seq;
+			__be32 ack;
+			__u8 offset; /* header length in words, in the high nibble */
+			__u8 flags;
+		} tcp;
+
+		if (bpf_skb_load_bytes(skb, l4_off + 4, &tcp, 10) == 0) {
+			pkt->tcp_seq = bpf_ntohl(tcp.seq);
+			pkt->tcp_ack = bpf_ntohl(tcp.ack);
+			pkt->tcp_flags = tcp.flags;
+			pkt->payload = l3_len - (l4_off - ETH_HLEN) - (tcp.offset >> 4) * 4;
+		} else {
+			pkt->replyable = 0;
+		}
+	}
+	if (pkt->replyable) {
+		struct fl_answered *a = &pkt->answered;
+
+		if (bpf_skb_load_bytes(skb, 0, a->mac_dst, 2 * ETH_ALEN) < 0)
+			pkt->replyable = 0;
+		__builtin_memcpy(a->src, src, sizeof(src));
+		__builtin_memcpy(a->dst, dst, sizeof(dst));
+		a->sport = ports[0];
+		a->dport = ports[1];
 	}
 
 	if (dir == FL_DIR_EGRESS) {
@@ -304,10 +366,65 @@ static __always_inline int fl_should_drop(struct fl_fault *fault)
 }
 
 /*
+ * Whether the packet belongs to the TCP connections the fault acts on (`connections`). A SYN,
+ * whichever way it goes (a connect's SYN, or the SYN/ACK answering one), opens a connection
+ * the fault then knows as new; every other connection counts as established. Other protocols
+ * have no opening to see: all their flows are new.
+ */
+static __always_inline int fl_connection_matches(__u32 slot, const struct fl_match *m,
+						  const struct fl_packet *pkt)
+{
+	struct fl_conn_key key = {.slot = slot};
+	struct fl_conn *conn;
+	int is_new;
+
+	if (m->connections == FL_CONN_ALL)
+		return 1;
+	if (pkt->proto != IPPROTO_TCP)
+		return m->connections == FL_CONN_NEW;
+	key.local_port = pkt->local_port;
+	key.remote_port = pkt->remote_port;
+	__builtin_memcpy(key.local, pkt->local, sizeof(key.local));
+	__builtin_memcpy(key.remote, pkt->remote, sizeof(key.remote));
+	if (pkt->tcp_flags & FL_TCP_SYN) {
+		struct fl_conn opened = {.flags = FL_CONN_F_NEW};
+
+		bpf_map_update_elem(&fl_conns, &key, &opened, BPF_ANY);
+		is_new = 1;
+	} else {
+		conn = bpf_map_lookup_elem(&fl_conns, &key);
+		is_new = conn && (conn->flags & FL_CONN_F_NEW);
+	}
+	return is_new == (m->connections == FL_CONN_NEW);
+}
+
+/*
+ * Whether the fault's action applies to the packet at all: a reset answers TCP segments but
+ * lets the handshake (SYN) and RSTs through, so a new connection opens and is then reset, and
+ * no RST is ever answered; a reject answers what opens a connection (a SYN) or is a UDP
+ * datagram. Packets that cannot be answered (IPv4 options, IPv6 extension headers) are
+ * dropped instead (fl_reply).
+ */
+static __always_inline int fl_action_applies(__u32 kind, const struct fl_packet *pkt)
+{
+	switch (kind) {
+	case FL_ACTION_RESET:
+		return pkt->proto == IPPROTO_TCP && !(pkt->tcp_flags & (FL_TCP_SYN | FL_TCP_RST));
+	case FL_ACTION_REJECT:
+		if (pkt->proto == IPPROTO_UDP)
+			return 1;
+		return pkt->proto == IPPROTO_TCP &&
+		       (pkt->tcp_flags & (FL_TCP_SYN | FL_TCP_ACK | FL_TCP_RST)) == FL_TCP_SYN;
+	}
+	return 1;
+}
+
+/*
  * One candidate fault against the CPU's packet in fl_scratch; returns the verdict if it drops
- * the packet, FL_STEER for a delay fault, else TC_ACT_UNSPEC. Global (not inlined), so the
- * verifier checks it once rather than once per candidate: inlined, the candidate loop exceeds
- * the verifier's instruction budget. Scalars only, for kernels before 5.12.
+ * the packet, FL_STEER for a delay fault, FL_REPLY for a reset or reject fault (whose slot it
+ * notes in the packet), else TC_ACT_UNSPEC. Global (not inlined), so the verifier checks it
+ * once rather than once per candidate: inlined, the candidate loop exceeds the verifier's
+ * instruction budget. Scalars only, for kernels before 5.12.
  */
 __attribute__((noinline)) int fl_apply_fault(__u32 slot, __u32 dir, __u64 now)
 {
@@ -325,18 +442,123 @@ __attribute__((noinline)) int fl_apply_fault(__u32 slot, __u32 dir, __u64 now)
 		return TC_ACT_UNSPEC;
 	if (!fl_matches(&fault->match, pkt, dir))
 		return TC_ACT_UNSPEC;
+	if (!fl_connection_matches(slot, &fault->match, pkt))
+		return TC_ACT_UNSPEC;
+	if (!fl_action_applies(fault->action.kind, pkt))
+		return TC_ACT_UNSPEC;
 	counters = bpf_map_lookup_elem(&fl_counters, &slot);
 	if (counters) {
 		counters->matched_packets[dir] += pkt->segs;
 		counters->matched_bytes[dir] += pkt->len;
 	}
-	if (fault->action.kind == FL_ACTION_DELAY) {
+	switch (fault->action.kind) {
+	case FL_ACTION_DELAY:
 		if (!pkt->steer_class)
 			pkt->steer_class = fault->action.class_id;
 		return FL_STEER;
+	case FL_ACTION_RESET:
+	case FL_ACTION_REJECT:
+		pkt->reply_slot = slot;
+		pkt->reply_kind = fault->action.kind;
+		pkt->reply_flags = fault->action.flags;
+		return FL_REPLY;
 	}
 	if (!fl_should_drop(fault))
 		return TC_ACT_UNSPEC;
+	if (counters) {
+		counters->dropped_packets[dir] += pkt->segs;
+		counters->dropped_bytes[dir] += pkt->len;
+	}
+	return dir == FL_DIR_EGRESS ? TC_ACT_STOLEN : TC_ACT_SHOT;
+}
+
+/* Where a reply goes from hook `dir`: back to this host (the device's ingress) from egress,
+ * out of the device from ingress. Sent on as the packet's verdict, or as a copy (`clone`). */
+static __always_inline int fl_send_back(struct __sk_buff *skb, __u32 dir, int clone)
+{
+	__u64 flags = dir == FL_DIR_EGRESS ? BPF_F_INGRESS : 0;
+
+	if (clone)
+		return bpf_clone_redirect(skb, skb->ifindex, flags) == 0 ? 0 : -1;
+	return bpf_redirect(skb->ifindex, flags);
+}
+
+/*
+ * Answers the CPU's packet for the fault fl_apply_fault chose, and returns the verdict.
+ * A reset makes this host's side see a RST whose sequence number is exactly what it expects
+ * next (its rcv_nxt, RFC 5961: at egress the segment's ack, at ingress its seq) and, with
+ * FL_ACTION_F_PEER, sends the peer one with what it expects next likewise (at egress the
+ * segment's seq, at ingress its ack). A reject answers the packet's sender as a closed port
+ * would: RST/ACK for a SYN, port unreachable for a UDP datagram. What cannot be answered is
+ * dropped. Global, and so verified once, apart from the candidate loop; the context and a
+ * scalar are what kernels before 5.12 let a global function take.
+ */
+__attribute__((noinline)) int fl_reply(struct __sk_buff *skb, __u32 dir)
+{
+	struct fl_counters *counters;
+	struct fl_packet *pkt;
+	__u32 zero = 0, slot;
+	__u64 *sent = 0;
+	int verdict;
+
+	pkt = bpf_map_lookup_elem(&fl_scratch, &zero);
+	if (!pkt)
+		return TC_ACT_UNSPEC;
+	dir &= 1;
+	slot = pkt->reply_slot;
+	counters = bpf_map_lookup_elem(&fl_counters, &slot);
+	if (!pkt->replyable)
+		goto drop;
+	if (pkt->reply_kind == FL_ACTION_REJECT) {
+		if (pkt->proto == IPPROTO_UDP) {
+			if (fl_port_unreachable(skb, &pkt->frame, &pkt->answered) < 0)
+				goto drop;
+		} else if (fl_tcp_reply(skb, &pkt->frame, &pkt->answered, 1,
+					FL_TCP_RST | FL_TCP_ACK, 0,
+					pkt->tcp_seq + 1 + pkt->payload) < 0) {
+			goto drop;
+		}
+		if (counters)
+			counters->rejects_sent[dir] += 1;
+		return fl_send_back(skb, dir, 0);
+	}
+	if (counters)
+		sent = &counters->resets_sent[dir];
+	if (dir == FL_DIR_EGRESS) {
+		/* This host's RST comes back in at the device; the peer's goes on out. */
+		if (fl_tcp_reply(skb, &pkt->frame, &pkt->answered, 1, FL_TCP_RST, pkt->tcp_ack, 0) < 0)
+			goto drop;
+		if (!(pkt->reply_flags & FL_ACTION_F_PEER)) {
+			if (sent)
+				*sent += 1;
+			return fl_send_back(skb, dir, 0);
+		}
+		if (fl_send_back(skb, dir, 1) < 0)
+			goto drop;
+		if (sent)
+			*sent += 1;
+		verdict = fl_tcp_reply(skb, &pkt->frame, &pkt->answered, 0, FL_TCP_RST | FL_TCP_ACK,
+				       pkt->tcp_seq, pkt->tcp_ack);
+	} else {
+		/* The peer's RST goes back out of the device; this host's goes on in. */
+		if (pkt->reply_flags & FL_ACTION_F_PEER) {
+			if (fl_tcp_reply(skb, &pkt->frame, &pkt->answered, 1,
+					 FL_TCP_RST | FL_TCP_ACK, pkt->tcp_ack, pkt->tcp_seq) < 0)
+				goto drop;
+			if (fl_send_back(skb, dir, 1) < 0)
+				goto drop;
+			if (sent)
+				*sent += 1;
+		}
+		verdict = fl_tcp_reply(skb, &pkt->frame, &pkt->answered, 0, FL_TCP_RST, pkt->tcp_seq,
+				       0);
+	}
+	if (verdict < 0)
+		goto drop;
+	if (sent)
+		*sent += 1;
+	return TC_ACT_UNSPEC;
+drop:
 	if (counters) {
 		counters->dropped_packets[dir] += pkt->segs;
 		counters->dropped_bytes[dir] += pkt->len;
@@ -374,6 +596,8 @@ static __always_inline int fl_handle(struct __sk_buff *skb, int dir)
 		if (i >= candidates->count)
 			break;
 		verdict = fl_apply_fault(candidates->slots[i], dir, now);
+		if (verdict == FL_REPLY)
+			return fl_reply(skb, dir);
 		if (verdict != TC_ACT_UNSPEC && verdict != FL_STEER)
 			return verdict;
 	}

@@ -15,6 +15,8 @@ pub const MAX_CANDIDATES: usize = 32;
 pub const MAX_LOCAL_CIDRS: usize = 8;
 pub const MAX_PORT_RANGES: usize = 8;
 pub const MAX_PROTECTED: usize = 32;
+/// TCP connections the `fl_conns` LRU tracks, for the whole agent.
+pub const MAX_CONNS: u32 = 16384;
 
 pub const DIR_EGRESS: usize = 0;
 pub const DIR_INGRESS: usize = 1;
@@ -25,6 +27,16 @@ pub const ACTION_PARTITION: u32 = 1;
 pub const ACTION_LOSS: u32 = 2;
 pub const ACTION_BURST_LOSS: u32 = 3;
 pub const ACTION_DELAY: u32 = 4;
+pub const ACTION_RESET: u32 = 5;
+pub const ACTION_REJECT: u32 = 6;
+
+/// `FlAction::flags`: a reset tells the peer too.
+pub const ACTION_F_PEER: u32 = 1;
+
+/// `FlMatch::connections`.
+pub const CONN_ALL: u8 = 0;
+pub const CONN_NEW: u8 = 1;
+pub const CONN_ESTABLISHED: u8 = 2;
 
 /// Bits of the trie key taken by the attachment before the address starts.
 pub const PREFIX_ATTACHMENT_BITS: u32 = 32;
@@ -34,6 +46,7 @@ pub const MAP_COUNTERS: &str = "fl_counters";
 pub const MAP_PREFIXES: &str = "fl_prefixes";
 pub const MAP_PROTECTED: &str = "fl_protected";
 pub const MAP_SCRATCH: &str = "fl_scratch";
+pub const MAP_CONNS: &str = "fl_conns";
 pub const PROG_EGRESS: &str = "fl_egress";
 pub const PROG_INGRESS: &str = "fl_ingress";
 pub const PROG_INGRESS_STEER: &str = "fl_ingress_steer";
@@ -60,7 +73,8 @@ pub struct FlMatch {
     pub local_cidr_count: u8,
     pub local_port_count: u8,
     pub remote_port_count: u8,
-    pub pad: [u8; 3],
+    pub connections: u8,
+    pub pad: [u8; 2],
     pub flow_threshold: u32,
     pub flow_seed: u32,
     pub local: [FlCidr; MAX_LOCAL_CIDRS],
@@ -78,7 +92,7 @@ pub struct FlAction {
     pub burst_loss_bad: u32,
     pub burst_loss_good: u32,
     pub class_id: u32,
-    pub pad: u32,
+    pub flags: u32,
 }
 
 #[repr(C)]
@@ -98,6 +112,8 @@ pub struct FlCounters {
     pub matched_bytes: [u64; 2],
     pub dropped_packets: [u64; 2],
     pub dropped_bytes: [u64; 2],
+    pub resets_sent: [u64; 2],
+    pub rejects_sent: [u64; 2],
 }
 
 /// The data part of `struct fl_prefix_key`; aya's `lpm_trie::Key` supplies `prefix_len`.
@@ -131,6 +147,24 @@ pub struct FlProtectedList {
     pub entries: [FlProtected; MAX_PROTECTED],
 }
 
+/// Key of `fl_conns`: one TCP connection as one fault (its slot) sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlConnKey {
+    pub slot: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub local: [u32; 4],
+    pub remote: [u32; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlConn {
+    pub flags: u32,
+    pub pad: u32,
+}
+
 // SAFETY: plain-old-data: repr(C), only integer fields, every bit pattern valid, and padding is
 // explicit so no uninitialised bytes reach the kernel.
 unsafe impl Pod for FlFault {}
@@ -142,6 +176,10 @@ unsafe impl Pod for FlPrefixData {}
 unsafe impl Pod for FlCandidates {}
 // SAFETY: as above.
 unsafe impl Pod for FlProtectedList {}
+// SAFETY: as above.
+unsafe impl Pod for FlConnKey {}
+// SAFETY: as above.
+unsafe impl Pod for FlConn {}
 
 /// A remote-address prefix under one attachment (a device in a namespace): a key of the
 /// `fl_prefixes` trie.

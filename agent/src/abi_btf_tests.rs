@@ -75,14 +75,14 @@ fn rust_mirrors_match_the_compiled_btf() {
     assert_layout!(btf, "fl_match", FlMatch, {
         "hooks" => hooks, "proto" => proto, "local_cidr_count" => local_cidr_count,
         "local_port_count" => local_port_count, "remote_port_count" => remote_port_count,
-        "pad" => pad, "flow_threshold" => flow_threshold, "flow_seed" => flow_seed,
+        "connections" => connections, "pad" => pad, "flow_threshold" => flow_threshold, "flow_seed" => flow_seed,
         "local" => local, "local_ports" => local_ports, "remote_ports" => remote_ports,
     });
     assert_layout!(btf, "fl_action", FlAction, {
         "kind" => kind, "loss_threshold" => loss_threshold, "burst_enter" => burst_enter,
         "burst_exit" => burst_exit, "burst_loss_bad" => burst_loss_bad,
         "burst_loss_good" => burst_loss_good, "class_id" => class_id,
-        "pad" => pad,
+        "flags" => flags,
     });
     assert_layout!(btf, "fl_fault", FlFault, {
         "deadline_ns" => deadline_ns, "match" => match_, "action" => action,
@@ -91,7 +91,13 @@ fn rust_mirrors_match_the_compiled_btf() {
     assert_layout!(btf, "fl_counters", FlCounters, {
         "matched_packets" => matched_packets, "matched_bytes" => matched_bytes,
         "dropped_packets" => dropped_packets, "dropped_bytes" => dropped_bytes,
+        "resets_sent" => resets_sent, "rejects_sent" => rejects_sent,
     });
+    assert_layout!(btf, "fl_conn_key", FlConnKey, {
+        "slot" => slot, "local_port" => local_port, "remote_port" => remote_port,
+        "local" => local, "remote" => remote,
+    });
+    assert_layout!(btf, "fl_conn", FlConn, { "flags" => flags, "pad" => pad });
     assert_layout!(btf, "fl_candidates", FlCandidates, { "count" => count, "slots" => slots });
     assert_layout!(btf, "fl_protected", FlProtected, {
         "cidr" => cidr, "ports" => ports, "proto" => proto, "pad" => pad,
@@ -135,10 +141,17 @@ fn rust_constants_match_the_header() {
     assert_eq!(define("FL_MAX_LOCAL_CIDRS"), MAX_LOCAL_CIDRS as u64);
     assert_eq!(define("FL_MAX_PORT_RANGES"), MAX_PORT_RANGES as u64);
     assert_eq!(define("FL_MAX_PROTECTED"), MAX_PROTECTED as u64);
+    assert_eq!(define("FL_MAX_CONNS"), u64::from(MAX_CONNS));
     assert_eq!(define("FL_DIR_EGRESS"), DIR_EGRESS as u64);
     assert_eq!(define("FL_DIR_INGRESS"), DIR_INGRESS as u64);
     assert_eq!(define("FL_ACTION_PARTITION"), u64::from(ACTION_PARTITION));
     assert_eq!(define("FL_ACTION_LOSS"), u64::from(ACTION_LOSS));
     assert_eq!(define("FL_ACTION_BURST_LOSS"), u64::from(ACTION_BURST_LOSS));
     assert_eq!(define("FL_ACTION_DELAY"), u64::from(ACTION_DELAY));
+    assert_eq!(define("FL_ACTION_RESET"), u64::from(ACTION_RESET));
+    assert_eq!(define("FL_ACTION_REJECT"), u64::from(ACTION_REJECT));
+    assert_eq!(define("FL_ACTION_F_PEER"), u64::from(ACTION_F_PEER));
+    assert_eq!(define("FL_CONN_ALL"), u64::from(CONN_ALL));
+    assert_eq!(define("FL_CONN_NEW"), u64::from(CONN_NEW));
+    assert_eq!(define("FL_CONN_ESTABLISHED"), u64::from(CONN_ESTABLISHED));
 }

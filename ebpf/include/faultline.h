@@ -24,6 +24,7 @@
 #define FL_MAX_LOCAL_CIDRS 8     /* `src` CIDRs per fault */
 #define FL_MAX_PORT_RANGES 8     /* `sport` / `dport` ranges per fault */
 #define FL_MAX_PROTECTED 32      /* the policy's protected targets */
+#define FL_MAX_CONNS 16384       /* TCP connections tracked (fl_conns, an LRU), for the agent */
 
 /* Index of the per-direction counters. */
 #define FL_DIR_EGRESS 0
@@ -38,6 +39,20 @@
 #define FL_ACTION_LOSS 2       /* drop with probability loss_threshold / 2^32 */
 #define FL_ACTION_BURST_LOSS 3 /* Gilbert-Elliott: two states, each with its own loss */
 #define FL_ACTION_DELAY 4      /* steer into the fault's netem class (at ingress, via its ifb) */
+#define FL_ACTION_RESET 5      /* answer TCP segments (not SYN, not RST) with a RST */
+#define FL_ACTION_REJECT 6     /* answer a SYN with RST/ACK, a UDP datagram with port unreachable */
+
+/* fl_action.flags */
+#define FL_ACTION_F_PEER 1 /* FL_ACTION_RESET: the peer gets a RST too */
+
+/* fl_match.connections: which TCP connections a fault acts on. Other protocols have no opening
+ * to see: every flow of theirs is new. */
+#define FL_CONN_ALL 0
+#define FL_CONN_NEW 1         /* opened (a SYN seen) after the fault was applied */
+#define FL_CONN_ESTABLISHED 2 /* the others */
+
+/* fl_conn.flags */
+#define FL_CONN_F_NEW 1 /* the fault saw this connection's SYN */
 
 /* A CIDR as pre-masked address words and the mask, both in network byte order. */
 struct fl_cidr {
@@ -62,7 +77,8 @@ struct fl_match {
 	__u8 local_cidr_count;  /* 0 = any local address */
 	__u8 local_port_count;  /* 0 = any local port */
 	__u8 remote_port_count; /* 0 = any remote port */
-	__u8 pad[3];
+	__u8 connections;       /* FL_CONN_* */
+	__u8 pad[2];
 	__u32 flow_threshold; /* a flow is hit when its hash < threshold; 0 = every flow */
 	__u32 flow_seed;      /* mixes the flow hash so faults pick independent flows */
 	struct fl_cidr local[FL_MAX_LOCAL_CIDRS];
@@ -79,7 +95,7 @@ struct fl_action {
 	__u32 burst_loss_bad; /* Gilbert-Elliott 1-h: loss while bad */
 	__u32 burst_loss_good;/* Gilbert-Elliott 1-k: loss while good */
 	__u32 class_id;       /* FL_ACTION_DELAY: htb class handle, written to skb->priority */
-	__u32 pad;
+	__u32 flags;          /* FL_ACTION_F_* */
 };
 
 /* Value of fl_faults, indexed by slot. A slot whose deadline has passed matches nothing. */
@@ -97,6 +113,8 @@ struct fl_counters {
 	__u64 matched_bytes[2];
 	__u64 dropped_packets[2];
 	__u64 dropped_bytes[2];
+	__u64 resets_sent[2];  /* RSTs built (the local side's and, when asked, the peer's) */
+	__u64 rejects_sent[2]; /* RST/ACKs and ICMP port unreachables built */
 };
 
 /* Key of fl_prefixes: the attachment (one device, one namespace), then the remote address;
@@ -125,6 +143,24 @@ struct fl_protected {
 struct fl_protected_list {
 	__u32 count;
 	struct fl_protected entries[FL_MAX_PROTECTED];
+};
+
+/*
+ * Key of fl_conns: one TCP connection as one fault sees it. The slot is part of the key so
+ * faults track connections independently, and faultd deletes a fault's entries with it.
+ */
+struct fl_conn_key {
+	__u32 slot;
+	__u16 local_port;
+	__u16 remote_port;
+	__u32 local[4];
+	__u32 remote[4];
+};
+
+/* Value of fl_conns. */
+struct fl_conn {
+	__u32 flags; /* FL_CONN_F_* */
+	__u32 pad;
 };
 
 #endif

@@ -142,3 +142,15 @@ fn tc(netns: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// TCP connections the faults of a faultd track (entries of its pinned `fl_conns`).
+pub fn tracked_connections(pin_root: &std::path::Path) -> usize {
+    use aya::maps::{HashMap, Map, MapData};
+    use faultline::abi::{FlConn, FlConnKey};
+    let Ok(data) = MapData::from_pin(pin_root.join("fl_conns")) else {
+        return 0;
+    };
+    let conns: HashMap<MapData, FlConnKey, FlConn> =
+        HashMap::try_from(Map::LruHashMap(data)).expect("fl_conns is an LRU hash");
+    conns.keys().filter(Result::is_ok).count()
+}

@@ -110,7 +110,7 @@ pub fn render(snapshot: &Metrics) -> String {
     }
 
     type Read = fn(&DirectionCounters) -> u64;
-    let series: [(&str, &str, Read); 4] = [
+    let series: [(&str, &str, Read); 6] = [
         ("matched_packets", "Packets a fault's match selected", |c| {
             c.matched_packets
         }),
@@ -123,6 +123,12 @@ pub fn render(snapshot: &Metrics) -> String {
         ("dropped_bytes", "Bytes a fault dropped", |c| {
             c.dropped_bytes
         }),
+        ("resets_sent", "RSTs a reset fault sent", |c| c.resets_sent),
+        (
+            "rejects_sent",
+            "RST/ACKs and ICMP port unreachables a reject fault sent",
+            |c| c.rejects_sent,
+        ),
     ];
     for (name, help, read) in series {
         let name = format!("faultline_fault_{name}_total");
@@ -158,6 +164,10 @@ fn fault_labels(f: &FaultView) -> String {
         "netem"
     } else if f.fault.loss.is_some() {
         "loss"
+    } else if f.fault.reset.is_some() {
+        "reset"
+    } else if f.fault.reject.is_some() {
+        "reject"
     } else {
         "partition"
     };

@@ -207,8 +207,8 @@ impl Engine {
         Ok(true)
     }
 
-    /// Clears the datapath of what no adopted fault accounts for: slots, and trie entries (the
-    /// trie is rewritten from the adopted faults).
+    /// Clears the datapath of what no adopted fault accounts for: slots, their tracked
+    /// connections, and trie entries (the trie is rewritten from the adopted faults).
     fn sweep_datapath(&mut self) -> Result<(), KernelError> {
         let used: BTreeSet<u32> = self.faults.values().map(|f| f.installed.slot).collect();
         self.slots.set_used(&used);
@@ -217,6 +217,9 @@ impl Engine {
                 self.datapath.write_fault(slot, &FlFault::default())?;
             }
         }
+        let tracked = self.datapath.connection_slots()?;
+        self.datapath
+            .forget_connections(&tracked.difference(&used).copied().collect())?;
         let entries = self.index.entries();
         for (key, candidates) in &entries {
             self.datapath.set_prefix(key, candidates)?;

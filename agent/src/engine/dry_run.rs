@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     abi::{PrefixKey, PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_STEER},
-    fault::plan,
+    fault::{plan, values::Connections},
     kernel::{
         self,
         bpf::Hook,
@@ -51,7 +51,14 @@ impl Engine {
         Ok(Plan {
             dry_run: true,
             fault: spec.to_wire(),
-            objects: planned(loaded, &device, &hooks, netem.is_some(), &prefixes),
+            objects: planned(
+                loaded,
+                &device,
+                &hooks,
+                netem.is_some(),
+                spec.target.connections != Connections::All,
+                &prefixes,
+            ),
         })
     }
 }
@@ -70,6 +77,7 @@ fn planned(
     device: &DeviceKey,
     hooks: &[Hook],
     delay: bool,
+    tracks_connections: bool,
     prefixes: &[PrefixKey],
 ) -> Vec<PlannedObject> {
     let (dev, ifindex) = (device.name.as_str(), device.ifindex);
@@ -145,6 +153,15 @@ fn planned(
         "this fault's entry in fl_faults and fl_counters".to_owned(),
         false,
     ));
+    if tracks_connections {
+        objects.push(object(
+            "connection_entries",
+            "fl_conns: an entry per TCP connection this fault sees open (a SYN), deleted with \
+             the fault"
+                .to_owned(),
+            false,
+        ));
+    }
     for key in prefixes {
         objects.push(object(
             "trie_entry",

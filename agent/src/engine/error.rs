@@ -4,8 +4,8 @@ use thiserror::Error;
 
 use crate::{
     fault::{
+        error::SpecError,
         plan::{TooManyOverlapping, TooManyProtected},
-        spec::SpecError,
     },
     kernel::KernelError,
     policy::Violation,

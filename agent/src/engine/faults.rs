@@ -19,8 +19,9 @@ use super::{
 use crate::{
     abi::{FlCounters, FlFault, PrefixKey},
     fault::{
+        error::SpecError,
         plan::{self, TrieChanges},
-        spec::{FaultWire, SpecError},
+        spec::FaultWire,
         values::{format_duration, parse_duration},
     },
     kernel::{
@@ -326,6 +327,12 @@ impl Engine {
                 .write_fault(installed.slot, &FlFault::default())
                 .err(),
         );
+        // After the slot is cleared, so no packet can track a connection under it again.
+        errors.extend(
+            self.datapath
+                .forget_connections(&BTreeSet::from([installed.slot]))
+                .err(),
+        );
         self.slots.put_back(installed.slot);
         if let Some(namespace) = self.namespaces.get_mut(&netns) {
             if let Some(class) = &installed.delay {
@@ -342,12 +349,7 @@ impl Engine {
 
     /// Gives a fault `duration` from now (within the agent's maximum), in the datapath and here.
     pub(super) fn renew(&mut self, id: &str, duration: &str) -> Result<FaultView, EngineError> {
-        let invalid = |message: String| {
-            EngineError::Spec(SpecError {
-                field: "duration".into(),
-                message,
-            })
-        };
+        let invalid = |message: String| EngineError::Spec(SpecError::new("duration", message));
         let duration = parse_duration(duration).map_err(|e| invalid(e.0))?;
         if duration.is_zero() {
             return Err(invalid(
@@ -390,14 +392,14 @@ impl Engine {
         field: &str,
     ) -> Result<(), EngineError> {
         if duration > self.config.durations.max {
-            return Err(EngineError::Spec(SpecError {
-                field: field.into(),
-                message: format!(
+            return Err(EngineError::Spec(SpecError::new(
+                field,
+                format!(
                     "{} exceeds the maximum of {}",
                     format_duration(duration),
                     format_duration(self.config.durations.max)
                 ),
-            }));
+            )));
         }
         self.config
             .policy
@@ -538,8 +540,12 @@ impl Engine {
         for key in &keys {
             errors.extend(self.datapath.delete_prefix(key).err());
         }
-        for slot in slots {
+        for &slot in &slots {
             errors.extend(self.datapath.write_fault(slot, &FlFault::default()).err());
+        }
+        let cleared: BTreeSet<u32> = slots.iter().copied().collect();
+        errors.extend(self.datapath.forget_connections(&cleared).err());
+        for slot in slots {
             self.slots.put_back(slot);
         }
         for e in errors {

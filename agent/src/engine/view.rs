@@ -31,6 +31,8 @@ impl Engine {
             matched_bytes: c.matched_bytes[d],
             dropped_packets: c.dropped_packets[d],
             dropped_bytes: c.dropped_bytes[d],
+            resets_sent: c.resets_sent[d],
+            rejects_sent: c.rejects_sent[d],
         };
         let remaining = fault.deadline.remaining();
         FaultView {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::{BurstWire, SpecError};
+use super::burst::{BurstWire, GilbertElliott};
+use super::error::SpecError;
 use super::values::{format_duration, parse_duration, Percent};
 
 /// The most packets netem may hold (its `limit`).
@@ -130,13 +131,7 @@ pub struct Chance {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum NetemLoss {
     Random(Chance),
-    /// p, r, 1-h, 1-k in percent (netem's gemodel).
-    GilbertElliott {
-        p: Percent,
-        r: Percent,
-        loss_bad: Percent,
-        loss_good: Percent,
-    },
+    GilbertElliott(GilbertElliott),
     /// netem's 4-state model, transition probabilities in percent.
     FourState {
         p13: Percent,
@@ -182,17 +177,11 @@ fn field(name: &str) -> String {
 }
 
 fn percent(name: &str, value: f64) -> Result<Percent, SpecError> {
-    Percent::new(value).map_err(|e| SpecError {
-        field: field(name),
-        message: e.0,
-    })
+    Percent::new(value).map_err(SpecError::at(field(name)))
 }
 
 fn percent_or_zero(name: &str, value: Option<f64>) -> Result<Percent, SpecError> {
-    Percent::new_or_zero(value.unwrap_or(0.0)).map_err(|e| SpecError {
-        field: field(name),
-        message: e.0,
-    })
+    Percent::new_or_zero(value.unwrap_or(0.0)).map_err(SpecError::at(field(name)))
 }
 
 fn chance(name: &str, wire: &ChanceWire) -> Result<Chance, SpecError> {
@@ -205,10 +194,7 @@ fn chance(name: &str, wire: &ChanceWire) -> Result<Chance, SpecError> {
 fn duration(name: &str, text: &Option<String>) -> Result<Duration, SpecError> {
     match text {
         None => Ok(Duration::ZERO),
-        Some(text) => parse_duration(text).map_err(|e| SpecError {
-            field: field(name),
-            message: e.0,
-        }),
+        Some(text) => parse_duration(text).map_err(SpecError::at(field(name))),
     }
 }
 
@@ -252,10 +238,7 @@ impl Netem {
         let jitter = duration("jitter", &wire.jitter)?;
         if jitter > delay && !jitter.is_zero() {
             // netem clamps negative delays to zero, which skews the distribution.
-            return Err(SpecError {
-                field: field("jitter"),
-                message: "must not exceed delay".into(),
-            });
+            return Err(SpecError::new(field("jitter"), "must not exceed delay"));
         }
         let distribution = match wire.distribution.as_deref() {
             None | Some("uniform") => Distribution::Uniform,
@@ -263,17 +246,14 @@ impl Netem {
             Some("pareto") => Distribution::Pareto,
             Some("paretonormal") => Distribution::ParetoNormal,
             Some(other) => {
-                return Err(SpecError {
-                    field: field("distribution"),
-                    message: format!("{other:?} is not uniform, normal, pareto or paretonormal"),
-                })
+                return Err(SpecError::new(
+                    field("distribution"),
+                    format!("{other:?} is not uniform, normal, pareto or paretonormal"),
+                ))
             }
         };
         if distribution != Distribution::Uniform && jitter.is_zero() {
-            return Err(SpecError {
-                field: field("distribution"),
-                message: "needs a jitter".into(),
-            });
+            return Err(SpecError::new(field("distribution"), "needs a jitter"));
         }
         let loss = wire.loss.as_ref().map(netem_loss).transpose()?;
         let rate = wire
@@ -281,10 +261,8 @@ impl Netem {
             .as_ref()
             .map(|r| {
                 Ok::<_, SpecError>(Rate {
-                    bytes_per_sec: parse_rate(&r.rate).map_err(|message| SpecError {
-                        field: field("rate.rate"),
-                        message,
-                    })?,
+                    bytes_per_sec: parse_rate(&r.rate)
+                        .map_err(|message| SpecError::new(field("rate.rate"), message))?,
                     packet_overhead: r.packet_overhead.unwrap_or(0),
                     cell_size: r.cell_size.unwrap_or(0),
                     cell_overhead: r.cell_overhead.unwrap_or(0),
@@ -293,10 +271,10 @@ impl Netem {
             .transpose()?;
         let limit = wire.limit.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
-            return Err(SpecError {
-                field: field("limit"),
-                message: format!("must be in 1..={MAX_LIMIT} packets"),
-            });
+            return Err(SpecError::new(
+                field("limit"),
+                format!("must be in 1..={MAX_LIMIT} packets"),
+            ));
         }
         let netem = Self {
             delay,
@@ -334,10 +312,10 @@ impl Netem {
             limit,
         };
         if netem.reorder.is_some() && netem.delay.is_zero() {
-            return Err(SpecError {
-                field: field("reorder"),
-                message: "needs a delay (netem reorders by not delaying)".into(),
-            });
+            return Err(SpecError::new(
+                field("reorder"),
+                "needs a delay (netem reorders by not delaying)",
+            ));
         }
         let impairs = !netem.delay.is_zero()
             || netem.loss.is_some()
@@ -345,10 +323,7 @@ impl Netem {
             || netem.corrupt.is_some()
             || netem.rate.is_some();
         if !impairs {
-            return Err(SpecError {
-                field: AT.into(),
-                message: "names no impairment".into(),
-            });
+            return Err(SpecError::new(AT, "names no impairment"));
         }
         Ok(netem)
     }
@@ -371,18 +346,8 @@ impl Netem {
                     correlation: Some(c.correlation.value()),
                     ..NetemLossWire::default()
                 },
-                NetemLoss::GilbertElliott {
-                    p,
-                    r,
-                    loss_bad,
-                    loss_good,
-                } => NetemLossWire {
-                    burst: Some(BurstWire {
-                        p: p.value(),
-                        r: r.value(),
-                        loss_bad: Some(loss_bad.value()),
-                        loss_good: Some(loss_good.value()),
-                    }),
+                NetemLoss::GilbertElliott(ge) => NetemLossWire {
+                    burst: Some(ge.to_wire()),
                     ..NetemLossWire::default()
                 },
                 NetemLoss::FourState {
@@ -426,12 +391,10 @@ fn netem_loss(wire: &NetemLossWire) -> Result<NetemLoss, SpecError> {
             percent: percent("loss.percent", p)?,
             correlation: percent_or_zero("loss.correlation", wire.correlation)?,
         })),
-        (None, Some(b), None) => Ok(NetemLoss::GilbertElliott {
-            p: percent("loss.burst.p", b.p)?,
-            r: percent("loss.burst.r", b.r)?,
-            loss_bad: percent("loss.burst.loss_bad", b.loss_bad.unwrap_or(100.0))?,
-            loss_good: percent_or_zero("loss.burst.loss_good", b.loss_good)?,
-        }),
+        (None, Some(b), None) => Ok(NetemLoss::GilbertElliott(GilbertElliott::from_wire(
+            b,
+            &field("loss.burst"),
+        )?)),
         (None, None, Some(s)) => {
             // netem's defaults for omitted transitions (iproute2 q_netem.c).
             let p31 = s.p31.unwrap_or(100.0 - s.p13);
@@ -443,10 +406,10 @@ fn netem_loss(wire: &NetemLossWire) -> Result<NetemLoss, SpecError> {
                 p14: percent_or_zero("loss.state4.p14", s.p14)?,
             })
         }
-        _ => Err(SpecError {
-            field: field("loss"),
-            message: "needs exactly one of percent, burst, state4".into(),
-        }),
+        _ => Err(SpecError::new(
+            field("loss"),
+            "needs exactly one of percent, burst, state4",
+        )),
     }
 }
 

@@ -6,11 +6,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::spec::{Action, FaultSpec};
-use super::values::{Cidr, Proto};
+use super::values::{Cidr, Connections, Proto};
 use crate::{
     abi::{
         FlAction, FlCandidates, FlCidr, FlFault, FlMatch, FlPortRange, FlProtected,
-        FlProtectedList, PrefixKey, ACTION_BURST_LOSS, ACTION_DELAY, ACTION_LOSS, ACTION_PARTITION,
+        FlProtectedList, PrefixKey, ACTION_BURST_LOSS, ACTION_DELAY, ACTION_F_PEER, ACTION_LOSS,
+        ACTION_PARTITION, ACTION_REJECT, ACTION_RESET, CONN_ALL, CONN_ESTABLISHED, CONN_NEW,
         HOOK_EGRESS, HOOK_INGRESS, MAX_CANDIDATES, MAX_PROTECTED,
     },
     policy::ProtectedTarget,
@@ -42,6 +43,11 @@ pub fn fault_value(spec: &FaultSpec, flow_seed: u32) -> FlFault {
             }
         }),
         flow_seed,
+        connections: match target.connections {
+            Connections::All => CONN_ALL,
+            Connections::New => CONN_NEW,
+            Connections::Established => CONN_ESTABLISHED,
+        },
         ..FlMatch::default()
     };
     for (slot, cidr) in matcher.local.iter_mut().zip(&m.src) {
@@ -80,6 +86,15 @@ pub fn fault_value(spec: &FaultSpec, flow_seed: u32) -> FlFault {
             burst_exit: ge.r.as_u32_fraction(),
             burst_loss_bad: ge.loss_bad.as_u32_fraction(),
             burst_loss_good: ge.loss_good.as_u32_fraction(),
+            ..FlAction::default()
+        },
+        Action::Reset { peer } => FlAction {
+            kind: ACTION_RESET,
+            flags: if *peer { ACTION_F_PEER } else { 0 },
+            ..FlAction::default()
+        },
+        Action::Reject => FlAction {
+            kind: ACTION_REJECT,
             ..FlAction::default()
         },
     };

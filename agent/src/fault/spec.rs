@@ -4,39 +4,19 @@
 use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
+use super::burst::{BurstWire, GilbertElliott};
+use super::error::SpecError;
 use super::netem::{Netem, NetemWire};
 use super::values::{
-    format_duration, parse_duration, Cidr, Direction, Fraction, Percent, PortRange, Proto,
-    ValueError,
+    format_duration, parse_duration, Cidr, Connections, Direction, Fraction, Percent, PortRange,
+    Proto, ValueError,
 };
 use crate::abi::{MAX_LOCAL_CIDRS, MAX_PORT_RANGES};
 
 /// Most remote (`dst`) CIDRs one fault may name; each is one entry in the datapath's trie.
 pub const MAX_REMOTE_CIDRS: usize = 64;
 pub const MAX_LABEL_LEN: usize = 256;
-
-/// A value the caller sent that cannot be accepted, with the path of the offending field.
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("{field}: {message}")]
-pub struct SpecError {
-    pub field: String,
-    pub message: String,
-}
-
-impl SpecError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    fn at(field: impl Into<String>) -> impl FnOnce(ValueError) -> Self {
-        move |e| Self::new(field, e.0)
-    }
-}
 
 // ---- wire form -------------------------------------------------------------------------------
 
@@ -48,6 +28,10 @@ pub struct FaultWire {
     pub loss: Option<LossWire>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<PartitionWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<ResetWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject: Option<RejectWire>,
     /// Delay and the rest of the netem model, applied by a netem qdisc.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netem: Option<NetemWire>,
@@ -69,6 +53,9 @@ pub struct TargetWire {
     pub matcher: Option<MatchWire>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flows: Option<f64>,
+    /// `new`, `established` or `all` (the default, left out of the normalised form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -103,21 +90,21 @@ pub struct LossWire {
     pub burst: Option<BurstWire>,
 }
 
-/// Gilbert-Elliott parameters in percent, named after netem's `loss gemodel p r 1-h 1-k`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct BurstWire {
-    pub p: f64,
-    pub r: f64,
+pub struct PartitionWire {}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResetWire {
+    /// The peer gets a RST too, not only this host's side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss_bad: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss_good: Option<f64>,
+    pub peer: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct PartitionWire {}
+pub struct RejectWire {}
 
 // ---- validated form --------------------------------------------------------------------------
 
@@ -136,6 +123,7 @@ pub struct Target {
     pub direction: Direction,
     pub matcher: FlowMatch,
     pub flows: Option<Fraction>,
+    pub connections: Connections,
 }
 
 /// Where a target's network namespace is: `None` in `Target` means faultd's own.
@@ -230,16 +218,16 @@ pub enum Action {
     Loss(Percent),
     BurstLoss(GilbertElliott),
     Netem(Box<Netem>),
+    /// Answer TCP segments with a RST to this host's side, and to the peer's when `peer`.
+    Reset {
+        peer: bool,
+    },
+    /// Refuse new connections as a closed port does: RST/ACK, ICMP port unreachable.
+    Reject,
 }
 
-/// netem's `gemodel`: p = P(good→bad), r = P(bad→good), loss_bad = 1-h, loss_good = 1-k.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct GilbertElliott {
-    pub p: Percent,
-    pub r: Percent,
-    pub loss_bad: Percent,
-    pub loss_good: Percent,
-}
+/// The actions of the wire form, in the order error messages name them.
+const ACTIONS: &str = "\"loss\", \"partition\", \"netem\", \"reset\" or \"reject\"";
 
 /// Duration bounds the agent enforces; the policy of issue 4 will extend this.
 #[derive(Clone, Copy, Debug)]
@@ -250,22 +238,40 @@ pub struct DurationLimits {
 
 impl FaultSpec {
     pub fn from_wire(wire: &FaultWire, limits: &DurationLimits) -> Result<Self, SpecError> {
-        let action = match (&wire.loss, &wire.partition, &wire.netem) {
-            (Some(loss), None, None) => loss_action(loss)?,
-            (None, Some(_), None) => Action::Partition,
-            (None, None, Some(netem)) => Action::Netem(Box::new(Netem::from_wire(netem)?)),
-            (None, None, None) => {
+        let given = [
+            wire.loss.is_some(),
+            wire.partition.is_some(),
+            wire.netem.is_some(),
+            wire.reset.is_some(),
+            wire.reject.is_some(),
+        ];
+        match given.iter().filter(|&&g| g).count() {
+            0 => {
                 return Err(SpecError::new(
                     "fault",
-                    "needs an action: \"loss\", \"partition\" or \"netem\"",
+                    format!("needs an action: {ACTIONS}"),
                 ))
             }
+            1 => {}
             _ => {
                 return Err(SpecError::new(
                     "fault",
-                    "\"loss\", \"partition\" and \"netem\" exclude each other",
+                    format!("needs exactly one action of {ACTIONS}"),
                 ))
             }
+        }
+        let action = if let Some(loss) = &wire.loss {
+            loss_action(loss)?
+        } else if let Some(netem) = &wire.netem {
+            Action::Netem(Box::new(Netem::from_wire(netem)?))
+        } else if let Some(reset) = &wire.reset {
+            Action::Reset {
+                peer: reset.peer.unwrap_or(false),
+            }
+        } else if wire.reject.is_some() {
+            Action::Reject
+        } else {
+            Action::Partition
         };
         let duration = match &wire.duration {
             Some(text) => parse_duration(text).map_err(SpecError::at("fault.duration"))?,
@@ -298,11 +304,31 @@ impl FaultSpec {
             }
         }
         let default_direction = match action {
-            Action::Partition => Direction::Both,
+            Action::Partition | Action::Reset { .. } | Action::Reject => Direction::Both,
             Action::Loss(_) | Action::BurstLoss(_) | Action::Netem(_) => Direction::Egress,
         };
+        let target = target(&wire.target, default_direction)?;
+        let answers = match action {
+            Action::Reset { .. } => Some(("reset", &[Proto::Any, Proto::Tcp][..])),
+            Action::Reject => Some(("reject", &[Proto::Any, Proto::Tcp, Proto::Udp][..])),
+            _ => None,
+        };
+        if let Some((name, protos)) = answers {
+            let proto = target.matcher.proto;
+            if !protos.contains(&proto) {
+                let names: Vec<&str> = protos.iter().map(|p| p.name()).collect();
+                return Err(SpecError::new(
+                    "fault.target.match.proto",
+                    format!(
+                        "{name} answers only {}; not {}",
+                        names.join(" or "),
+                        proto.name()
+                    ),
+                ));
+            }
+        }
         Ok(Self {
-            target: target(&wire.target, default_direction)?,
+            target,
             action,
             duration,
             label: wire.label.clone(),
@@ -316,8 +342,11 @@ impl FaultSpec {
         let strings = |v: &[Cidr]| v.iter().map(ToString::to_string).collect();
         let ports = |v: &[PortRange]| v.iter().map(|p| PortWire::Text(p.to_string())).collect();
         let (mut loss, mut partition, mut netem) = (None, None, None);
+        let (mut reset, mut reject) = (None, None);
         match &self.action {
             Action::Partition => partition = Some(PartitionWire {}),
+            Action::Reset { peer } => reset = Some(ResetWire { peer: Some(*peer) }),
+            Action::Reject => reject = Some(RejectWire {}),
             Action::Loss(p) => {
                 loss = Some(LossWire {
                     percent: Some(p.value()),
@@ -328,12 +357,7 @@ impl FaultSpec {
             Action::BurstLoss(ge) => {
                 loss = Some(LossWire {
                     percent: None,
-                    burst: Some(BurstWire {
-                        p: ge.p.value(),
-                        r: ge.r.value(),
-                        loss_bad: Some(ge.loss_bad.value()),
-                        loss_good: Some(ge.loss_good.value()),
-                    }),
+                    burst: Some(ge.to_wire()),
                 })
             }
         }
@@ -350,9 +374,13 @@ impl FaultSpec {
                     dport: ports(&m.dport),
                 }),
                 flows: t.flows.map(Fraction::value),
+                connections: (t.connections != Connections::All)
+                    .then(|| t.connections.name().to_owned()),
             },
             loss,
             partition,
+            reset,
+            reject,
             netem,
             duration: Some(format_duration(self.duration)),
             label: self.label.clone(),
@@ -365,14 +393,10 @@ fn loss_action(loss: &LossWire) -> Result<Action, SpecError> {
         (Some(percent), None) => Ok(Action::Loss(
             Percent::new(percent).map_err(SpecError::at("fault.loss.percent"))?,
         )),
-        (None, Some(b)) => Ok(Action::BurstLoss(GilbertElliott {
-            p: Percent::new(b.p).map_err(SpecError::at("fault.loss.burst.p"))?,
-            r: Percent::new(b.r).map_err(SpecError::at("fault.loss.burst.r"))?,
-            loss_bad: Percent::new(b.loss_bad.unwrap_or(100.0))
-                .map_err(SpecError::at("fault.loss.burst.loss_bad"))?,
-            loss_good: Percent::new_or_zero(b.loss_good.unwrap_or(0.0))
-                .map_err(SpecError::at("fault.loss.burst.loss_good"))?,
-        })),
+        (None, Some(b)) => Ok(Action::BurstLoss(GilbertElliott::from_wire(
+            b,
+            "fault.loss.burst",
+        )?)),
         (None, None) => Err(SpecError::new(
             "fault.loss",
             "needs \"percent\" or \"burst\"",
@@ -404,12 +428,19 @@ fn target(wire: &TargetWire, default_direction: Direction) -> Result<Target, Spe
         .transpose()
         .map_err(SpecError::at("fault.target.flows"))?;
     let matcher = flow_match(wire.matcher.as_ref().unwrap_or(&MatchWire::default()))?;
+    let connections = match &wire.connections {
+        Some(text) => text
+            .parse()
+            .map_err(SpecError::at("fault.target.connections"))?,
+        None => Connections::All,
+    };
     Ok(Target {
         netns,
         dev,
         direction,
         matcher,
         flows,
+        connections,
     })
 }
 
@@ -626,6 +657,52 @@ mod tests {
         assert_eq!(
             field_of(r#"{"target":{"dev":"eth0"},"partition":{}}"#),
             "fault.duration"
+        );
+    }
+
+    #[test]
+    fn connection_actions_and_their_defaults() {
+        let spec = parse(
+            r#"{"target":{"dev":"eth0","connections":"new","match":{"proto":"tcp"}},
+                "reset":{"peer":true},"duration":"3s"}"#,
+        )
+        .expect("valid");
+        assert_eq!(spec.action, Action::Reset { peer: true });
+        assert_eq!(spec.target.direction, Direction::Both);
+        assert_eq!(spec.target.connections, Connections::New);
+        assert_eq!(FaultSpec::from_wire(&spec.to_wire(), &LIMITS), Ok(spec));
+        let spec = parse(r#"{"target":{"dev":"eth0"},"reject":{},"duration":"3s"}"#).expect("ok");
+        assert_eq!(spec.action, Action::Reject);
+        assert_eq!(spec.target.connections, Connections::All);
+        // `all` is the default, and left out of the normalised form.
+        assert_eq!(spec.to_wire().target.connections, None);
+        let spec = parse(r#"{"target":{"dev":"eth0"},"reset":{},"duration":"3s"}"#).expect("ok");
+        assert_eq!(spec.action, Action::Reset { peer: false });
+    }
+
+    #[test]
+    fn connection_actions_refuse_what_they_cannot_answer() {
+        assert_eq!(
+            field_of(
+                r#"{"target":{"dev":"e","match":{"proto":"udp"}},"reset":{},"duration":"1s"}"#
+            ),
+            "fault.target.match.proto"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"target":{"dev":"e","match":{"proto":"icmp"}},"reject":{},"duration":"1s"}"#
+            ),
+            "fault.target.match.proto"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"target":{"dev":"e","connections":"old"},"partition":{},"duration":"1s"}"#
+            ),
+            "fault.target.connections"
+        );
+        assert_eq!(
+            field_of(r#"{"target":{"dev":"e"},"reset":{},"reject":{},"duration":"1s"}"#),
+            "fault"
         );
     }
 

@@ -292,6 +292,41 @@ impl FromStr for Direction {
     }
 }
 
+/// Which TCP connections of the matched flows a fault acts on, told apart by whether the fault
+/// saw their SYN (see docs/protocol.md; other protocols' flows are all new).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Connections {
+    #[default]
+    All,
+    /// Opened after the fault was applied.
+    New,
+    /// Open before the fault was applied.
+    Established,
+}
+
+impl Connections {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::New => "new",
+            Self::Established => "established",
+        }
+    }
+}
+
+impl FromStr for Connections {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        Ok(match text {
+            "all" => Self::All,
+            "new" => Self::New,
+            "established" => Self::Established,
+            _ => return Err(invalid(format!("{text:?} is not new, established or all"))),
+        })
+    }
+}
+
 /// A human duration: `500us`, `500ms`, `30s`, `1.5s`, `2m`, `1h`, or sums like `1m30s`, with
 /// microsecond resolution (finer parts are refused, not silently rounded).
 pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {

@@ -7,13 +7,14 @@
 //! keeps its effect, and its kernel-side deadline, if faultd is killed.
 
 use std::{
+    collections::BTreeSet,
     fs,
     os::fd::{AsFd, AsRawFd, OwnedFd},
     path::Path,
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues},
     programs::SchedClassifier,
     util::nr_cpus,
     Ebpf, EbpfLoader,
@@ -24,16 +25,23 @@ use super::{
     KernelError,
 };
 use crate::abi::{
-    FlCandidates, FlCounters, FlFault, FlPrefixData, FlProtectedList, PrefixKey, MAP_COUNTERS,
-    MAP_FAULTS, MAP_PREFIXES, MAP_PROTECTED, MAP_SCRATCH, PREFIX_ATTACHMENT_BITS, PROG_EGRESS,
-    PROG_INGRESS, PROG_INGRESS_STEER,
+    FlCandidates, FlConn, FlConnKey, FlCounters, FlFault, FlPrefixData, FlProtectedList, PrefixKey,
+    MAP_CONNS, MAP_COUNTERS, MAP_FAULTS, MAP_PREFIXES, MAP_PROTECTED, MAP_SCRATCH,
+    PREFIX_ATTACHMENT_BITS, PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_STEER,
 };
 
 /// The compiled datapath (ebpf/faults.bpf.c), embedded at build time.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faults.bpf.o"));
 
-/// The maps a restarted faultd takes over; the per-CPU scratch map is each load's own.
-const PINNED_MAPS: [&str; 4] = [MAP_FAULTS, MAP_COUNTERS, MAP_PREFIXES, MAP_PROTECTED];
+/// The maps a restarted faultd takes over (the connections its faults saw open included); the
+/// per-CPU scratch map is each load's own.
+const PINNED_MAPS: [&str; 5] = [
+    MAP_FAULTS,
+    MAP_COUNTERS,
+    MAP_PREFIXES,
+    MAP_PROTECTED,
+    MAP_CONNS,
+];
 const PROGRAMS: [&str; 3] = [PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_STEER];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,6 +74,7 @@ pub struct Datapath {
     counters: PerCpuArray<MapData, FlCounters>,
     prefixes: LpmTrie<MapData, FlPrefixData, FlCandidates>,
     protected: Array<MapData, FlProtectedList>,
+    conns: HashMap<MapData, FlConnKey, FlConn>,
     /// Duplicates of every map's descriptor, to read what the kernel charges for them.
     map_fds: Vec<OwnedFd>,
     /// What each possible CPU adds to the maps' size (the per-CPU maps' values).
@@ -127,7 +136,11 @@ impl Datapath {
         let mut map_fds = Vec::new();
         let mut per_cpu_bytes = 0;
         let mut account = |map: &Map| -> Result<(), KernelError> {
-            if let Map::Array(data) | Map::PerCpuArray(data) | Map::LpmTrie(data) = map {
+            if let Map::Array(data)
+            | Map::PerCpuArray(data)
+            | Map::LpmTrie(data)
+            | Map::LruHashMap(data) = map
+            {
                 map_fds.push(
                     data.fd()
                         .as_fd()
@@ -158,6 +171,7 @@ impl Datapath {
         let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?).map_err(map_err(MAP_COUNTERS))?;
         let prefixes = LpmTrie::try_from(take(MAP_PREFIXES)?).map_err(map_err(MAP_PREFIXES))?;
         let protected = Array::try_from(take(MAP_PROTECTED)?).map_err(map_err(MAP_PROTECTED))?;
+        let conns = HashMap::try_from(take(MAP_CONNS)?).map_err(map_err(MAP_CONNS))?;
         let cpus = nr_cpus().map_err(|(_, source)| KernelError::Syscall {
             call: "nr_cpus",
             source,
@@ -170,6 +184,7 @@ impl Datapath {
             counters,
             prefixes,
             protected,
+            conns,
             map_fds,
             per_cpu_bytes,
             cpus,
@@ -305,6 +320,8 @@ impl Datapath {
                 sum.matched_bytes[dir] += c.matched_bytes[dir];
                 sum.dropped_packets[dir] += c.dropped_packets[dir];
                 sum.dropped_bytes[dir] += c.dropped_bytes[dir];
+                sum.resets_sent[dir] += c.resets_sent[dir];
+                sum.rejects_sent[dir] += c.rejects_sent[dir];
             }
         }
         Ok(sum)
@@ -324,6 +341,47 @@ impl Datapath {
                 source,
             }),
         }
+    }
+}
+
+impl Datapath {
+    /// Deletes the tracked connections of every slot in `slots` (faults being removed, or
+    /// slots no fault holds any more), in one pass over the table.
+    pub fn forget_connections(&mut self, slots: &BTreeSet<u32>) -> Result<(), KernelError> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        // Collected first: deleting while walking a hash makes the walk start over.
+        let mut doomed = Vec::new();
+        for key in self.conns.keys() {
+            let key = key.map_err(map_err(MAP_CONNS))?;
+            if slots.contains(&key.slot) {
+                doomed.push(key);
+            }
+        }
+        for key in doomed {
+            match self.conns.remove(&key) {
+                Ok(()) => {}
+                // The LRU may have evicted it meanwhile.
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(source) => {
+                    return Err(KernelError::Map {
+                        map: MAP_CONNS,
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The slots that have tracked connections.
+    pub fn connection_slots(&self) -> Result<BTreeSet<u32>, KernelError> {
+        self.conns
+            .keys()
+            .map(|key| Ok(key.map_err(map_err(MAP_CONNS))?.slot))
+            .collect()
     }
 }
 

@@ -188,16 +188,11 @@ fn loss_model(loss: Option<NetemLoss>) -> Option<Vec<u8>> {
     let mut nested = Vec::new();
     match loss? {
         NetemLoss::Random(_) => return None,
-        NetemLoss::GilbertElliott {
-            p,
-            r,
-            loss_bad,
-            loss_good,
-        } => {
+        NetemLoss::GilbertElliott(ge) => {
             // tc_netem_gemodel {p, r, h, k1}: the kernel wants h (no loss while bad), users
             // give 1-h; k1 already is 1-k (loss while good).
-            let h = u32::MAX - scaled(loss_bad);
-            let model = [scaled(p), scaled(r), h, scaled(loss_good)];
+            let h = u32::MAX - scaled(ge.loss_bad);
+            let model = [scaled(ge.p), scaled(ge.r), h, scaled(ge.loss_good)];
             attr(&mut nested, NETEM_LOSS_GE, &words(&model));
         }
         NetemLoss::FourState {
@@ -237,7 +232,10 @@ fn chance_words(chance: Chance) -> Vec<u8> {
 #[cfg(all(test, target_endian = "little"))]
 mod tests {
     use super::*;
-    use crate::fault::netem::{Distribution, Rate, Reorder};
+    use crate::fault::{
+        burst::GilbertElliott,
+        netem::{Distribution, Rate, Reorder},
+    };
 
     /// The qopt of a netem without delay, loss, gap or duplicates: limit 1000.
     const QOPT: &str = "00000000 e8030000 00000000 00000000 00000000 00000000";
@@ -382,12 +380,12 @@ mod tests {
     fn loss_gemodel() {
         let gemodel = |percents: [f64; 4]| {
             let [p, r, loss_bad, loss_good] = percents.map(pct);
-            let model = NetemLoss::GilbertElliott {
+            let model = NetemLoss::GilbertElliott(GilbertElliott {
                 p,
                 r,
                 loss_bad,
                 loss_good,
-            };
+            });
             move |n: &mut Netem| n.loss = Some(model)
         };
         // loss gemodel 1% 10% 70% 0.1%

@@ -5,8 +5,8 @@
 
 use super::nla;
 use crate::fault::{
+    burst::BurstWire,
     netem::{ChanceWire, Netem, NetemLoss, NetemLossWire, NetemWire, RateWire, ReorderWire},
-    spec::BurstWire,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

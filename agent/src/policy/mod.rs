@@ -313,16 +313,16 @@ fn worst_loss(action: &Action) -> Option<(f64, &'static str)> {
         Action::BurstLoss(ge) => Some((burst(ge.loss_bad, ge.loss_good), "burst loss")),
         Action::Netem(netem) => match netem.loss? {
             NetemLoss::Random(chance) => Some((chance.percent.value(), "netem loss")),
-            NetemLoss::GilbertElliott {
-                loss_bad,
-                loss_good,
-                ..
-            } => Some((burst(loss_bad, loss_good), "netem burst loss")),
+            NetemLoss::GilbertElliott(ge) => {
+                Some((burst(ge.loss_bad, ge.loss_good), "netem burst loss"))
+            }
             // Its burst state (3) drops every packet until it leaves.
             NetemLoss::FourState { .. } => Some((100.0, "netem 4-state loss")),
         },
-        // A partition is its own kind of fault, allowed or not by the target rules.
-        Action::Partition => None,
+        // A partition, a reset and a reject are faults of their own kind, with no rate to
+        // bound: allowed or not by the target rules (and never on protected traffic, which the
+        // datapath passes before any fault looks at it).
+        Action::Partition | Action::Reset { .. } | Action::Reject => None,
     }
 }
 

@@ -22,6 +22,12 @@ pub struct DirectionCounters {
     pub matched_bytes: u64,
     pub dropped_packets: u64,
     pub dropped_bytes: u64,
+    /// RSTs a reset fault sent (this host's side's and the peer's).
+    #[serde(default)]
+    pub resets_sent: u64,
+    /// RST/ACKs and ICMP port unreachables a reject fault sent.
+    #[serde(default)]
+    pub rejects_sent: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +47,7 @@ pub struct Plan {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedObject {
-    /// `clsact`, `tc_filter`, `fault_slot`, `trie_entry`, `htb_root`,
+    /// `clsact`, `tc_filter`, `fault_slot`, `connection_entries`, `trie_entry`, `htb_root`,
     /// `htb_class`, `netem_qdisc` or `ifb`.
     pub kind: String,
     pub name: String,

@@ -26,9 +26,10 @@ pub struct VmTestArgs {
     /// after the other)
     #[arg(long, value_parser = PossibleValuesParser::new(KERNELS.iter().map(|k| k.name)))]
     kernel: Vec<String>,
-    /// Run only tests whose name contains STR (passed on to every test binary)
+    /// Run only tests whose name contains STR (passed on to every test binary); repeat for
+    /// several, a test runs when its name contains any of them
     #[arg(long, value_name = "STR")]
-    filter: Option<String>,
+    filter: Vec<String>,
     /// Tests each test binary runs at once. 1 by default: under TCG, 2 broke the deadline
     /// tests' timing in 4 of 5 runs (1 in 13 runs with 1, while the host was busy)
     #[arg(long, default_value_t = 1, value_name = "N")]
