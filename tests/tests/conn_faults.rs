@@ -64,6 +64,21 @@ fn round_trip(stream: &mut TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether the datapath tracks no connection, polled for a moment: the engine deletes a
+/// cleared fault's entries just after it answers.
+fn no_tracked_connections(agent: &Agent) -> bool {
+    let deadline = Instant::now() + pace::scaled(Duration::from_secs(1));
+    loop {
+        if tracked_connections(agent.pin_dir()) == 0 {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn counters(agent: &Agent, id: &str, direction: &str) -> Value {
     get(agent, id)["counters"][direction].clone()
 }
@@ -257,7 +272,8 @@ fn connection_faults_leave_nothing_after_clear_and_sigkill() {
     assert!(tracked_connections(agent.pin_dir()) >= 1);
     let reply = agent.request(json!({"id": 1, "op": "clear"}));
     assert_eq!(reply["ok"], true, "{reply}");
-    assert_eq!(tracked_connections(agent.pin_dir()), 0, "clear");
+    // A bulk clear answers first and empties the datapath's tables right after.
+    assert!(no_tracked_connections(&agent), "clear");
     assert_eq!(bpf_filter_count(&lab.a.netns, &lab.a.dev), 0);
 
     // A faultd killed and started again takes the fault over, and clears it as any other.
@@ -268,12 +284,58 @@ fn connection_faults_leave_nothing_after_clear_and_sigkill() {
     let agent = agent.restart();
     let reply = agent.request(json!({"id": 1, "op": "clear"}));
     assert_eq!(reply["ok"], true, "{reply}");
-    assert_eq!(
-        tracked_connections(agent.pin_dir()),
-        0,
-        "clear after a restart"
-    );
+    assert!(no_tracked_connections(&agent), "clear after a restart");
     assert_eq!(bpf_filter_count(&lab.a.netns, &lab.a.dev), 0);
     let mut healed = connect(&lab, Side::A, b, 6151).expect("connect after clear");
     round_trip(&mut healed).expect("healed");
+}
+
+#[test]
+fn faultctl_reject_and_reset_make_the_faults_the_protocol_describes() {
+    let lab = Lab::new();
+    let agent = Agent::start();
+    let port = 6161;
+    let b = IpAddr::V4(lab.b.v4);
+    echo_server(&lab, b, port);
+    let mut established = connect(&lab, Side::A, b, port).expect("connect before the fault");
+    let port_text = port.to_string();
+    let target = [
+        "--netns",
+        lab.a.netns.as_str(),
+        "--dev",
+        lab.a.dev.as_str(),
+        "--proto",
+        "tcp",
+        "--dport",
+        port_text.as_str(),
+        "--for",
+        "60s",
+        "--json",
+    ];
+    let json_of = |out: std::process::Output| -> Value {
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).expect("faultctl --json prints JSON")
+    };
+    let rejected =
+        json_of(agent.faultctl(&[&["reject", "--connections", "new"], &target[..]].concat()));
+    assert_eq!(rejected["fault"]["reject"], json!({}), "{rejected}");
+    assert_eq!(rejected["fault"]["target"]["connections"], "new");
+    let refused = connect(&lab, Side::A, b, port).expect_err("a new connection is refused");
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{refused}");
+    round_trip(&mut established).expect("the established session keeps working");
+    let id = rejected["id"].as_str().expect("an id");
+    let shown = agent.faultctl(&["show", id]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("reject") && text.contains("rejects sent 1"),
+        "{text}"
+    );
+    json_of(agent.faultctl(&["rm", id, "--json"]));
+
+    let reset = json_of(agent.faultctl(&[&["reset", "--peer"], &target[..]].concat()));
+    assert_eq!(reset["fault"]["reset"], json!({"peer": true}), "{reset}");
+    let error = round_trip(&mut established).expect_err("the session is reset");
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
+    json_of(agent.faultctl(&["clear", "--json"]));
+    assert_eq!(bpf_filter_count(&lab.a.netns, &lab.a.dev), 0);
 }

@@ -22,11 +22,12 @@ pub struct DirectionCounters {
     pub matched_bytes: u64,
     pub dropped_packets: u64,
     pub dropped_bytes: u64,
-    /// RSTs a reset fault sent (this host's side's and the peer's).
-    #[serde(default)]
+    /// RSTs a reset fault sent (this host's side's and the peer's); on the wire only when
+    /// not 0, like `rejects_sent`, so the counters of a loss or partition stay four numbers.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub resets_sent: u64,
     /// RST/ACKs and ICMP port unreachables a reject fault sent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub rejects_sent: u64,
 }
 
@@ -96,4 +97,8 @@ pub struct Event {
     pub at_unix_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -1,9 +1,15 @@
-//! The fault commands' flags (loss, delay, netem, partition), shared by applying a fault and
+//! The fault commands' flags (loss, delay, netem, partition, reset, reject), shared by applying a fault and
 //! by `faultctl run`, which adds the command to run; and the apply request they make.
 
 use clap::{Args, Subcommand, ValueEnum};
 use faultline::{
-    fault::spec::{BurstWire, FaultWire, LossWire, MatchWire, PartitionWire, PortWire, TargetWire},
+    fault::{
+        burst::BurstWire,
+        spec::{
+            FaultWire, LossWire, MatchWire, PartitionWire, PortWire, RejectWire, ResetWire,
+            TargetWire,
+        },
+    },
     proto::{Apply, Lease},
 };
 
@@ -64,6 +70,29 @@ pub(crate) enum FaultCmd<X: Args> {
         #[command(flatten)]
         then: X,
     },
+    /// Answer matching TCP segments with a RST: the local application gets ECONNRESET at its
+    /// next send (the handshake passes, so new connections open and are then reset).
+    Reset {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The peer gets a RST too.
+        #[arg(long)]
+        peer: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        then: X,
+    },
+    /// Refuse new connections as a closed port does: a SYN gets RST/ACK (ECONNREFUSED), a UDP
+    /// datagram ICMP port unreachable.
+    Reject {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        then: X,
+    },
 }
 
 /// Nothing follows a plain fault command.
@@ -99,6 +128,9 @@ pub(crate) struct TargetArgs {
     /// Fraction of flows affected, chosen by a hash of each flow (0 < F <= 1).
     #[arg(long)]
     pub(crate) flows: Option<f64>,
+    /// TCP connections acted on: new (SYN seen after the fault began), established, or all.
+    #[arg(long, value_parser = ["new", "established", "all"])]
+    pub(crate) connections: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -133,7 +165,9 @@ impl<X: Args> FaultCmd<X> {
             Self::Loss { common, .. }
             | Self::Delay { common, .. }
             | Self::Netem { common, .. }
-            | Self::Partition { common, .. } => common,
+            | Self::Partition { common, .. }
+            | Self::Reset { common, .. }
+            | Self::Reject { common, .. } => common,
         }
     }
 
@@ -142,48 +176,47 @@ impl<X: Args> FaultCmd<X> {
             Self::Loss { then, .. }
             | Self::Delay { then, .. }
             | Self::Netem { then, .. }
-            | Self::Partition { then, .. } => then,
+            | Self::Partition { then, .. }
+            | Self::Reset { then, .. }
+            | Self::Reject { then, .. } => then,
         }
     }
 
     /// The `apply` request the flags make.
     pub(crate) fn apply_request(&self) -> Apply {
         let common = self.common();
-        let (target, loss, partition, netem) = match self {
-            Self::Loss {
-                target,
-                percent,
-                burst,
-                ..
-            } => {
-                let loss = LossWire {
-                    percent: *percent,
-                    burst: burst.clone(),
-                };
-                (target, Some(loss), None, None)
-            }
-            Self::Partition { target, .. } => (target, None, Some(PartitionWire {}), None),
-            Self::Delay {
-                target,
-                delay,
-                netem,
-                ..
-            }
-            | Self::Netem {
-                target,
-                delay,
-                netem,
-                ..
-            } => (target, None, None, Some(netem.to_wire(delay.clone()))),
+        let target = match self {
+            Self::Loss { target, .. }
+            | Self::Delay { target, .. }
+            | Self::Netem { target, .. }
+            | Self::Partition { target, .. }
+            | Self::Reset { target, .. }
+            | Self::Reject { target, .. } => target,
         };
-        let fault = FaultWire {
+        let mut fault = FaultWire {
             target: target.to_wire(),
-            loss,
-            partition,
-            netem,
+            loss: None,
+            partition: None,
+            reset: None,
+            reject: None,
+            netem: None,
             duration: common.duration.clone(),
             label: common.label.clone(),
         };
+        match self {
+            Self::Loss { percent, burst, .. } => {
+                fault.loss = Some(LossWire {
+                    percent: *percent,
+                    burst: burst.clone(),
+                })
+            }
+            Self::Partition { .. } => fault.partition = Some(PartitionWire {}),
+            Self::Reset { peer, .. } => fault.reset = Some(ResetWire { peer: Some(*peer) }),
+            Self::Reject { .. } => fault.reject = Some(RejectWire {}),
+            Self::Delay { delay, netem, .. } | Self::Netem { delay, netem, .. } => {
+                fault.netem = Some(netem.to_wire(delay.clone()))
+            }
+        }
         Apply {
             fault: Box::new(fault),
             key: common.key.clone(),
@@ -208,6 +241,7 @@ impl TargetArgs {
                 dport: ports(&self.dport),
             }),
             flows: self.flows,
+            connections: self.connections.clone(),
         }
     }
 }

@@ -3,8 +3,8 @@
 
 use clap::Args;
 use faultline::fault::{
+    burst::BurstWire,
     netem::{ChanceWire, FourStateWire, NetemLossWire, NetemWire, RateWire, ReorderWire},
-    spec::BurstWire,
 };
 
 #[derive(Debug, Args)]

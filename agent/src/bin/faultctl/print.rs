@@ -39,18 +39,37 @@ pub(crate) fn print_fault(cli: &Cli, view: &FaultView) {
             d.matched_packets, d.matched_bytes, d.dropped_packets, d.dropped_bytes
         );
     }
+    for (name, d) in [("egress", c.egress), ("ingress", c.ingress)] {
+        if d.resets_sent + d.rejects_sent > 0 {
+            println!(
+                "{name:<8} resets sent {}, rejects sent {}",
+                d.resets_sent, d.rejects_sent
+            );
+        }
+    }
 }
 
 /// "loss 20% egress veth0@lab udp dst=10.0.0.2/32".
 pub(crate) fn summary_of(fault: &FaultWire) -> String {
-    let action = match (&fault.netem, &fault.loss) {
-        (Some(netem), _) => format!("netem {}", netem_knobs(netem).join(" ")),
-        (None, Some(loss)) => match (loss.percent, &loss.burst) {
+    let action = if let Some(netem) = &fault.netem {
+        format!("netem {}", netem_knobs(netem).join(" "))
+    } else if let Some(loss) = &fault.loss {
+        match (loss.percent, &loss.burst) {
             (Some(p), _) => format!("loss {p}%"),
             (None, Some(burst)) => format!("burst-loss {}", json_text(burst)),
             (None, None) => "loss".to_owned(),
-        },
-        (None, None) => "partition".to_owned(),
+        }
+    } else if let Some(reset) = &fault.reset {
+        let peer = if reset.peer == Some(true) {
+            " +peer"
+        } else {
+            ""
+        };
+        format!("reset{peer}")
+    } else if fault.reject.is_some() {
+        "reject".to_owned()
+    } else {
+        "partition".to_owned()
     };
     let target = &fault.target;
     let mut place = target.dev.clone();
@@ -79,6 +98,9 @@ pub(crate) fn summary_of(fault: &FaultWire) -> String {
     }
     if let Some(flows) = target.flows {
         parts.push(format!("flows={flows}"));
+    }
+    if let Some(connections) = &target.connections {
+        parts.push(format!("connections={connections}"));
     }
     parts.join(" ")
 }
