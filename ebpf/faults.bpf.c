@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * faultline datapath: drops the packets of active faults at the tc clsact hooks, steers those
- * of delay faults into their netem classes, and answers those of reset and reject faults with
- * the RST or ICMP error a peer would send (include/reply.h). One load serves every device in
+ * of delay faults into their netem classes, answers those of reset and reject faults with
+ * the RST or ICMP error a peer would send (include/reply.h), and holds TCP connections to a
+ * byte budget for stall faults. One load serves every device in
  * every namespace: each filter's classid tells the program which device's faults apply.
  *
  * Attached with legacy cls_bpf in direct-action mode (not TCX): TCX maps TC_ACT_STOLEN to
@@ -52,9 +53,10 @@ struct {
 } fl_protected SEC(".maps");
 
 /*
- * The TCP connections whose SYN a fault with `connections` new or established saw: bounded,
- * the least recently used go first (they then count as established). faultd deletes a
- * fault's entries when it removes the fault.
+ * TCP connections as faults see them: those whose SYN a fault with `connections` new or
+ * established saw, and every connection a stall holds to its budget. Bounded: the least
+ * recently used go first (a forgotten connection then counts as established, and a stall
+ * starts its budget over from the next segment). faultd deletes a fault's entries with it.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -80,11 +82,14 @@ struct fl_packet {
 	__u32 steer_class; /* set by the first matching delay fault */
 	__u8 tcp_flags;
 	__u8 replyable;    /* TCP or UDP right after a plain IP header: a reply can quote it */
-	__u8 pad2[2];
+	__u8 tcp_hlen;     /* TCP header bytes, options included */
+	__u8 pad2;
 	__u32 tcp_seq; /* host order */
 	__u32 tcp_ack;
 	__u32 payload; /* TCP payload bytes */
-	/* Set by the reset or reject fault that answers the packet, for fl_reply. */
+	/* Set by a stall whose budget ends inside the packet, for fl_trim: payload bytes kept. */
+	__u32 trim_keep;
+	/* Set by the fault that answers (reset, reject) or trims (stall) the packet. */
 	__u32 reply_slot;
 	__u32 reply_kind;
 	__u32 reply_flags;
@@ -104,6 +109,9 @@ struct {
 #define FL_STEER 1000
 /* fl_apply_fault's answer for a reset or reject fault: fl_reply answers the packet. */
 #define FL_REPLY 1001
+/* fl_apply_fault's answer for a stall whose budget ends inside the packet: fl_trim cuts it. */
+#define FL_TRIM 1002
+#define FL_TCP_FIN 0x01
 /* skb->cb word (tc's scratch space) by which fl_ingress marks a packet for the ifb. */
 #define FL_CB_STEER 0
 #define FL_STEER_MARK 0xfa17dea1
@@ -187,7 +195,8 @@ static __always_inline int fl_parse(struct __sk_buff *skb, int dir, struct fl_pa
 			pkt->tcp_seq = bpf_ntohl(tcp.seq);
 			pkt->tcp_ack = bpf_ntohl(tcp.ack);
 			pkt->tcp_flags = tcp.flags;
-			pkt->payload = l3_len - (l4_off - ETH_HLEN) - (tcp.offset >> 4) * 4;
+			pkt->tcp_hlen = (tcp.offset >> 4) * 4;
+			pkt->payload = l3_len - (l4_off - ETH_HLEN) - pkt->tcp_hlen;
 		} else {
 			pkt->replyable = 0;
 		}
@@ -365,44 +374,139 @@ static __always_inline int fl_should_drop(struct fl_fault *fault)
 	return 0;
 }
 
-/*
- * Whether the packet belongs to the TCP connections the fault acts on (`connections`). A SYN,
- * whichever way it goes (a connect's SYN, or the SYN/ACK answering one), opens a connection
- * the fault then knows as new; every other connection counts as established. Other protocols
- * have no opening to see: all their flows are new.
- */
-static __always_inline int fl_connection_matches(__u32 slot, const struct fl_match *m,
-						  const struct fl_packet *pkt)
+static __always_inline void fl_conn_key_of(struct fl_conn_key *key, __u32 slot,
+					   const struct fl_packet *pkt)
 {
-	struct fl_conn_key key = {.slot = slot};
+	key->slot = slot;
+	key->local_port = pkt->local_port;
+	key->remote_port = pkt->remote_port;
+	__builtin_memcpy(key->local, pkt->local, sizeof(key->local));
+	__builtin_memcpy(key->remote, pkt->remote, sizeof(key->remote));
+}
+
+/*
+ * The fault's entry for the packet's TCP connection. A connect's SYN enters the connection
+ * afresh, as new; the SYN/ACK answering it enters it as new unless the SYN already did (the
+ * fault may see only one of them). With `any`, a connection first seen otherwise is entered
+ * too, as established. NULL when there is no entry.
+ */
+static __always_inline struct fl_conn *fl_track(__u32 slot, const struct fl_packet *pkt, int any)
+{
+	struct fl_conn_key key = {};
 	struct fl_conn *conn;
+
+	fl_conn_key_of(&key, slot, pkt);
+	conn = bpf_map_lookup_elem(&fl_conns, &key);
+	if (pkt->tcp_flags & FL_TCP_SYN) {
+		struct fl_conn opened = {.flags = FL_CONN_F_NEW};
+
+		if (conn && (pkt->tcp_flags & FL_TCP_ACK))
+			return conn;
+		bpf_map_update_elem(&fl_conns, &key, &opened, BPF_ANY);
+		return bpf_map_lookup_elem(&fl_conns, &key);
+	}
+	if (!conn && any) {
+		struct fl_conn seen = {};
+
+		bpf_map_update_elem(&fl_conns, &key, &seen, BPF_NOEXIST);
+		conn = bpf_map_lookup_elem(&fl_conns, &key);
+	}
+	return conn;
+}
+
+/*
+ * Whether the packet belongs to the connections the fault acts on (`connections`): a TCP
+ * connection is new when the fault saw its SYN, else established. Other protocols have no
+ * opening to see: all their flows are new.
+ */
+static __always_inline int fl_connection_matches(const struct fl_match *m,
+						  const struct fl_packet *pkt,
+						  const struct fl_conn *conn)
+{
 	int is_new;
 
 	if (m->connections == FL_CONN_ALL)
 		return 1;
 	if (pkt->proto != IPPROTO_TCP)
 		return m->connections == FL_CONN_NEW;
-	key.local_port = pkt->local_port;
-	key.remote_port = pkt->remote_port;
-	__builtin_memcpy(key.local, pkt->local, sizeof(key.local));
-	__builtin_memcpy(key.remote, pkt->remote, sizeof(key.remote));
-	if (pkt->tcp_flags & FL_TCP_SYN) {
-		struct fl_conn opened = {.flags = FL_CONN_F_NEW};
-
-		bpf_map_update_elem(&fl_conns, &key, &opened, BPF_ANY);
-		is_new = 1;
-	} else {
-		conn = bpf_map_lookup_elem(&fl_conns, &key);
-		is_new = conn && (conn->flags & FL_CONN_F_NEW);
-	}
+	is_new = conn && (conn->flags & FL_CONN_F_NEW);
 	return is_new == (m->connections == FL_CONN_NEW);
+}
+
+/* Data up to sequence number `upto` has passed a stall: what passes for the first time counts. */
+static __always_inline void fl_allow(struct fl_conn *conn, struct fl_counters *counters, __u32 dir,
+				     __u32 upto)
+{
+	__s32 ahead = (__s32)(upto - conn->allowed_end[dir & 1]);
+
+	if (ahead <= 0)
+		return;
+	conn->allowed_end[dir & 1] = upto;
+	if (counters)
+		counters->allowed_bytes[dir & 1] += ahead;
+}
+
+/*
+ * A stall's verdict on a TCP segment. Per direction the connection's budget ends stall_bytes
+ * after the first sequence number the fault saw (the SYN's plus one when it saw the SYN), so
+ * a retransmission counts once and ordering does not matter. A segment within the budget
+ * passes; one the budget ends inside is cut to it (FL_TRIM); data or a FIN past it is dropped,
+ * or answered with a RST (FL_REPLY) for reset_after. Pure ACKs pass: they carry no bytes, and
+ * the other direction's data needs them. A SYN opens the budget afresh; a RST passes.
+ */
+static __always_inline int fl_stall(struct fl_fault *fault, struct fl_conn *conn,
+				    struct fl_packet *pkt, __u32 slot, __u32 dir,
+				    struct fl_counters *counters)
+{
+	__u32 budget_flag = FL_CONN_F_BUDGET(dir);
+	__u32 end, seq = pkt->tcp_seq;
+	__s32 room;
+
+	if (!conn || (pkt->tcp_flags & FL_TCP_RST))
+		return TC_ACT_UNSPEC;
+	if (pkt->tcp_flags & FL_TCP_SYN) {
+		conn->budget_end[dir] = seq + 1 + fault->action.stall_bytes;
+		conn->allowed_end[dir] = seq + 1;
+		conn->flags |= budget_flag;
+		return TC_ACT_UNSPEC;
+	}
+	if (!(conn->flags & budget_flag)) {
+		conn->budget_end[dir] = seq + fault->action.stall_bytes;
+		conn->allowed_end[dir] = seq;
+		conn->flags |= budget_flag;
+	}
+	if (!pkt->payload && !(pkt->tcp_flags & FL_TCP_FIN))
+		return TC_ACT_UNSPEC;
+	end = conn->budget_end[dir];
+	room = (__s32)(end - seq);
+	if (room > 0 && pkt->payload <= (__u32)room && !(pkt->payload == (__u32)room &&
+							  (pkt->tcp_flags & FL_TCP_FIN))) {
+		fl_allow(conn, counters, dir, seq + pkt->payload);
+		return TC_ACT_UNSPEC;
+	}
+	if (room > 0 && pkt->payload > (__u32)room) {
+		pkt->reply_slot = slot;
+		pkt->trim_keep = room;
+		return FL_TRIM;
+	}
+	if (fault->action.flags & FL_ACTION_F_RESET) {
+		pkt->reply_slot = slot;
+		pkt->reply_kind = FL_ACTION_RESET;
+		pkt->reply_flags = fault->action.flags;
+		return FL_REPLY;
+	}
+	if (counters) {
+		counters->dropped_packets[dir] += pkt->segs;
+		counters->dropped_bytes[dir] += pkt->len;
+	}
+	return dir == FL_DIR_EGRESS ? TC_ACT_STOLEN : TC_ACT_SHOT;
 }
 
 /*
  * Whether the fault's action applies to the packet at all: a reset answers TCP segments but
  * lets the handshake (SYN) and RSTs through, so a new connection opens and is then reset, and
  * no RST is ever answered; a reject answers what opens a connection (a SYN) or is a UDP
- * datagram. Packets that cannot be answered (IPv4 options, IPv6 extension headers) are
+ * datagram; a stall holds TCP. Packets that cannot be answered (IPv4 options, IPv6 extension headers) are
  * dropped instead (fl_reply).
  */
 static __always_inline int fl_action_applies(__u32 kind, const struct fl_packet *pkt)
@@ -415,6 +519,8 @@ static __always_inline int fl_action_applies(__u32 kind, const struct fl_packet 
 			return 1;
 		return pkt->proto == IPPROTO_TCP &&
 		       (pkt->tcp_flags & (FL_TCP_SYN | FL_TCP_ACK | FL_TCP_RST)) == FL_TCP_SYN;
+	case FL_ACTION_STALL:
+		return pkt->proto == IPPROTO_TCP;
 	}
 	return 1;
 }
@@ -422,16 +528,18 @@ static __always_inline int fl_action_applies(__u32 kind, const struct fl_packet 
 /*
  * One candidate fault against the CPU's packet in fl_scratch; returns the verdict if it drops
  * the packet, FL_STEER for a delay fault, FL_REPLY for a reset or reject fault (whose slot it
- * notes in the packet), else TC_ACT_UNSPEC. Global (not inlined), so the verifier checks it
+ * notes in the packet), FL_TRIM for a stall's last bytes, else TC_ACT_UNSPEC. Global (not inlined), so the verifier checks it
  * once rather than once per candidate: inlined, the candidate loop exceeds the verifier's
  * instruction budget. Scalars only, for kernels before 5.12.
  */
 __attribute__((noinline)) int fl_apply_fault(__u32 slot, __u32 dir, __u64 now)
 {
 	struct fl_counters *counters;
+	struct fl_conn *conn = 0;
 	struct fl_fault *fault;
 	struct fl_packet *pkt;
 	__u32 zero = 0;
+	int stall;
 
 	pkt = bpf_map_lookup_elem(&fl_scratch, &zero);
 	if (!pkt)
@@ -442,7 +550,10 @@ __attribute__((noinline)) int fl_apply_fault(__u32 slot, __u32 dir, __u64 now)
 		return TC_ACT_UNSPEC;
 	if (!fl_matches(&fault->match, pkt, dir))
 		return TC_ACT_UNSPEC;
-	if (!fl_connection_matches(slot, &fault->match, pkt))
+	stall = fault->action.kind == FL_ACTION_STALL;
+	if (pkt->proto == IPPROTO_TCP && (stall || fault->match.connections != FL_CONN_ALL))
+		conn = fl_track(slot, pkt, stall);
+	if (!fl_connection_matches(&fault->match, pkt, conn))
 		return TC_ACT_UNSPEC;
 	if (!fl_action_applies(fault->action.kind, pkt))
 		return TC_ACT_UNSPEC;
@@ -462,6 +573,8 @@ __attribute__((noinline)) int fl_apply_fault(__u32 slot, __u32 dir, __u64 now)
 		pkt->reply_kind = fault->action.kind;
 		pkt->reply_flags = fault->action.flags;
 		return FL_REPLY;
+	case FL_ACTION_STALL:
+		return fl_stall(fault, conn, pkt, slot, dir, counters);
 	}
 	if (!fl_should_drop(fault))
 		return TC_ACT_UNSPEC;
@@ -566,6 +679,75 @@ drop:
 	return dir == FL_DIR_EGRESS ? TC_ACT_STOLEN : TC_ACT_SHOT;
 }
 
+/*
+ * Cuts the CPU's packet, a TCP segment its stall's budget ends inside, to the bytes left in
+ * the budget, so exactly the budget reaches the other side. Only a CHECKSUM_PARTIAL segment
+ * (a local send, and what a veth carries across) can be cut here: its checksum field holds
+ * the pseudo-header sum, which changes with the length alone, and the device or the stack
+ * sums the payload later. Any other segment, and a GSO packet, is withheld whole instead: TCP
+ * sends the data again, and a retransmission after a timeout is one segment, which is cut.
+ */
+__attribute__((noinline)) int fl_trim(struct __sk_buff *skb, __u32 dir)
+{
+	struct fl_conn_key key = {};
+	struct fl_counters *counters;
+	struct fl_packet *pkt;
+	struct fl_conn *conn;
+	__u32 zero = 0, slot, l4, keep, old_len, new_len;
+	__u8 flags;
+
+	pkt = bpf_map_lookup_elem(&fl_scratch, &zero);
+	if (!pkt)
+		return TC_ACT_UNSPEC;
+	dir &= 1;
+	slot = pkt->reply_slot;
+	counters = bpf_map_lookup_elem(&fl_counters, &slot);
+	l4 = pkt->answered.v6 ? FL_L4_V6 : FL_L4_V4;
+	keep = pkt->trim_keep;
+	if (!pkt->replyable || skb->gso_segs > 1 || keep >= pkt->payload)
+		goto drop;
+	if (!fl_is_partial(skb, l4 + 16))
+		goto drop;
+	old_len = pkt->tcp_hlen + pkt->payload;
+	new_len = pkt->tcp_hlen + keep;
+	if (bpf_skb_change_tail(skb, l4 + new_len, 0) < 0)
+		goto drop;
+	/* The pseudo-header's length, all of the segment that a CHECKSUM_PARTIAL field holds. */
+	if (bpf_l4_csum_replace(skb, l4 + 16, bpf_htons(old_len), bpf_htons(new_len),
+				BPF_F_PSEUDO_HDR | 2) < 0)
+		goto drop;
+	if (pkt->answered.v6) {
+		__be16 payload_len = bpf_htons(new_len);
+
+		if (bpf_skb_store_bytes(skb, FL_L3 + 4, &payload_len, 2, 0) < 0)
+			goto drop;
+	} else {
+		__be16 old_total = bpf_htons(FL_IP4_HLEN + old_len);
+		__be16 total = bpf_htons(FL_IP4_HLEN + new_len);
+
+		if (bpf_skb_store_bytes(skb, FL_L3 + 2, &total, 2, 0) < 0 ||
+		    bpf_l3_csum_replace(skb, FL_L3 + 10, old_total, total, 2) < 0)
+			goto drop;
+	}
+	/* A FIN would now claim the sequence number after the last byte kept. */
+	if (pkt->tcp_flags & FL_TCP_FIN) {
+		flags = pkt->tcp_flags & ~FL_TCP_FIN;
+		if (bpf_skb_store_bytes(skb, l4 + 13, &flags, 1, 0) < 0)
+			goto drop;
+	}
+	fl_conn_key_of(&key, slot, pkt);
+	conn = bpf_map_lookup_elem(&fl_conns, &key);
+	if (conn)
+		fl_allow(conn, counters, dir, pkt->tcp_seq + keep);
+	return TC_ACT_UNSPEC;
+drop:
+	if (counters) {
+		counters->dropped_packets[dir] += pkt->segs;
+		counters->dropped_bytes[dir] += pkt->len;
+	}
+	return dir == FL_DIR_EGRESS ? TC_ACT_STOLEN : TC_ACT_SHOT;
+}
+
 static __always_inline int fl_handle(struct __sk_buff *skb, int dir)
 {
 	/* cls_bpf sets tc_classid to the filter's classid before running the program. */
@@ -598,6 +780,8 @@ static __always_inline int fl_handle(struct __sk_buff *skb, int dir)
 		verdict = fl_apply_fault(candidates->slots[i], dir, now);
 		if (verdict == FL_REPLY)
 			return fl_reply(skb, dir);
+		if (verdict == FL_TRIM)
+			return fl_trim(skb, dir);
 		if (verdict != TC_ACT_UNSPEC && verdict != FL_STEER)
 			return verdict;
 	}

@@ -18,6 +18,8 @@ usage: scripts/drill.sh [options]
   --target 'FLAGS'      faultctl target flags, e.g. '--dev eth0 --dst 10.1.2.3 --proto tcp'
                         (default: the built-in lab)
   --probe-tcp HOST:PORT steady-state probe: a TCP connect
+  --probe-echo HOST:PORT steady-state probe: 1 KiB sent to an echo service comes back whole
+                        (the built-in lab's default)
   --probe-http URL      steady-state probe: an HTTP GET that must succeed (curl -f)
   --probe-cmd 'CMD'     steady-state probe: a shell command that exits 0 when healthy
   --probe-interval S    seconds between probes (default 0.2)
@@ -31,7 +33,8 @@ exit codes: 0 every scenario passed; 1 a scenario failed its RTO or never recove
 EOF
 }
 
-# name|kind|duration|faultctl action flags (kind: partition, latency, loss, combined)
+# name|kind|duration|faultctl action flags (kind: partition, latency, loss, combined, and the
+# connection faults: reset, stall, reset_after)
 SCENARIOS=(
     "partition-3s|partition|3s|partition"
     "partition-10s|partition|10s|partition"
@@ -44,6 +47,9 @@ SCENARIOS=(
     "loss-20|loss|30s|loss --percent 20"
     "loss-50|loss|30s|loss --percent 50"
     "combined|combined|30s|delay --delay 100ms;loss --percent 5"
+    "exchange-reset|reset|10s|reset"
+    "api-timeout|stall|10s|stall --bytes 512"
+    "tls-handshake-failure|reset_after|10s|reset-after --bytes 512"
 )
 
 scenarios="" mode=sequential seed="" duration="" rto=30s target="" probe_kind="" probe_arg=""
@@ -62,7 +68,7 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2 ;;
     --rto) rto=$2 ;;
     --target) target=$2 ;;
-    --probe-tcp | --probe-http | --probe-cmd) probe_kind=${1#--probe-} probe_arg=$2 ;;
+    --probe-tcp | --probe-echo | --probe-http | --probe-cmd) probe_kind=${1#--probe-} probe_arg=$2 ;;
     --probe-interval) probe_interval=$2 ;;
     --probe-timeout) probe_timeout=$2 ;;
     --socket) socket=$2 ;;
@@ -91,7 +97,7 @@ rto_s=$(seconds "$rto") || usage_error "--rto $rto is not a duration like 30s"
 case $mode in sequential | random) ;; *) usage_error "--mode is sequential or random" ;; esac
 [ -n "$seed" ] || seed=$(date +%s)
 [[ $seed =~ ^[0-9]+$ ]] || usage_error "--seed must be a number"
-[ -n "$probe_kind" ] || [ -z "$target" ] || usage_error "--target needs a probe (--probe-tcp, --probe-http or --probe-cmd)"
+[ -n "$probe_kind" ] || [ -z "$target" ] || usage_error "--target needs a probe (--probe-tcp, --probe-echo, --probe-http or --probe-cmd)"
 
 selected=()
 if [ -z "$scenarios" ]; then
@@ -126,11 +132,18 @@ cleanup() {
         wait "$faultd_pid" 2>/dev/null || true
     fi
     if [ -n "$service_pid" ]; then
-        kill "$service_pid" 2>/dev/null || true
+        # Its connection handlers too: one a stall left hanging would outlive the lab.
+        kill_tree "$service_pid"
         wait "$service_pid" 2>/dev/null || true
     fi
     [ -z "$ns_a" ] || lab_delete "$ns_a" "$ns_b"
     [ -z "$work" ] || rm -rf "$work"
+}
+# A process and its descendants, children first found through /proc.
+kill_tree() {
+    local child
+    for child in $(cat /proc/"$1"/task/*/children 2>/dev/null); do kill_tree "$child"; done
+    kill "$1" 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -149,7 +162,7 @@ if [ -z "$target" ]; then
         --pin-dir "/sys/fs/bpf/faultline-drill-$$" 2>"$work/faultd.log" &
     faultd_pid=$!
     target="--netns $ns_a --dev fldr$$a --dst 10.0.0.2"
-    if [ -z "$probe_kind" ]; then probe_kind=tcp probe_arg=10.0.0.2:7000; fi
+    if [ -z "$probe_kind" ]; then probe_kind=echo probe_arg=10.0.0.2:7000; fi
     probe_prefix=(ip netns exec "$ns_a")
 fi
 faultctl_bin=$(faultline_bin faultctl)
@@ -158,9 +171,15 @@ for _ in $(seq 100); do faultctl status >/dev/null 2>&1 && break; sleep 0.1; don
 faultctl status >/dev/null 2>&1 || { [ -z "$work" ] || cat "$work/faultd.log" >&2; die "faultd is not reachable at $socket"; }
 read -ra target_flags <<<"$target"
 
+# The echo probe's request: 1 KiB with its newline, the size of a small API call, so a stall
+# or reset after a few hundred bytes cuts it, and a corrupted echo differs.
+echo_request=$(head -c 1023 /dev/zero | tr '\0' x)
 probe() {
     case $probe_kind in
     tcp) "${probe_prefix[@]}" timeout "$probe_timeout" bash -c 'exec 3<>"/dev/tcp/${1%:*}/${1##*:}"' _ "$probe_arg" ;;
+    echo) "${probe_prefix[@]}" timeout "$probe_timeout" bash -c \
+        'exec 3<>"/dev/tcp/${1%:*}/${1##*:}" && printf "%s\n" "$2" >&3 && IFS= read -r back <&3 && [ "$back" = "$2" ]' \
+        _ "$probe_arg" "$echo_request" ;;
     http) "${probe_prefix[@]}" curl -fsS -o /dev/null -m "$probe_timeout" "$probe_arg" ;;
     cmd) "${probe_prefix[@]}" timeout "$probe_timeout" bash -c "$probe_arg" ;;
     esac >/dev/null 2>&1

@@ -14,7 +14,7 @@ esac
 
 export DEBIAN_FRONTEND=noninteractive
 packages=(clang llvm libbpf-dev)
-[ -n "$build_only" ] || packages+=(iproute2 iputils-ping socat iperf3 jq procps bpftool python3-venv)
+[ -n "$build_only" ] || packages+=(iproute2 iputils-ping socat openssl iperf3 jq procps bpftool python3-venv)
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -29,9 +29,12 @@ pub const ACTION_BURST_LOSS: u32 = 3;
 pub const ACTION_DELAY: u32 = 4;
 pub const ACTION_RESET: u32 = 5;
 pub const ACTION_REJECT: u32 = 6;
+pub const ACTION_STALL: u32 = 8;
 
-/// `FlAction::flags`: a reset tells the peer too.
+/// `FlAction::flags`: a reset (or a stall that resets) tells the peer too.
 pub const ACTION_F_PEER: u32 = 1;
+/// `FlAction::flags`: a stall resets the connection past its budget rather than dropping.
+pub const ACTION_F_RESET: u32 = 4;
 
 /// `FlMatch::connections`.
 pub const CONN_ALL: u8 = 0;
@@ -93,6 +96,8 @@ pub struct FlAction {
     pub burst_loss_good: u32,
     pub class_id: u32,
     pub flags: u32,
+    pub stall_bytes: u32,
+    pub pad: u32,
 }
 
 #[repr(C)]
@@ -114,6 +119,7 @@ pub struct FlCounters {
     pub dropped_bytes: [u64; 2],
     pub resets_sent: [u64; 2],
     pub rejects_sent: [u64; 2],
+    pub allowed_bytes: [u64; 2],
 }
 
 /// The data part of `struct fl_prefix_key`; aya's `lpm_trie::Key` supplies `prefix_len`.
@@ -162,6 +168,8 @@ pub struct FlConnKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlConn {
     pub flags: u32,
+    pub budget_end: [u32; 2],
+    pub allowed_end: [u32; 2],
     pub pad: u32,
 }
 

@@ -82,7 +82,7 @@ fn rust_mirrors_match_the_compiled_btf() {
         "kind" => kind, "loss_threshold" => loss_threshold, "burst_enter" => burst_enter,
         "burst_exit" => burst_exit, "burst_loss_bad" => burst_loss_bad,
         "burst_loss_good" => burst_loss_good, "class_id" => class_id,
-        "flags" => flags,
+        "flags" => flags, "stall_bytes" => stall_bytes, "pad" => pad,
     });
     assert_layout!(btf, "fl_fault", FlFault, {
         "deadline_ns" => deadline_ns, "match" => match_, "action" => action,
@@ -92,12 +92,15 @@ fn rust_mirrors_match_the_compiled_btf() {
         "matched_packets" => matched_packets, "matched_bytes" => matched_bytes,
         "dropped_packets" => dropped_packets, "dropped_bytes" => dropped_bytes,
         "resets_sent" => resets_sent, "rejects_sent" => rejects_sent,
+        "allowed_bytes" => allowed_bytes,
     });
     assert_layout!(btf, "fl_conn_key", FlConnKey, {
         "slot" => slot, "local_port" => local_port, "remote_port" => remote_port,
         "local" => local, "remote" => remote,
     });
-    assert_layout!(btf, "fl_conn", FlConn, { "flags" => flags, "pad" => pad });
+    assert_layout!(btf, "fl_conn", FlConn, {
+        "flags" => flags, "budget_end" => budget_end, "allowed_end" => allowed_end, "pad" => pad,
+    });
     assert_layout!(btf, "fl_candidates", FlCandidates, { "count" => count, "slots" => slots });
     assert_layout!(btf, "fl_protected", FlProtected, {
         "cidr" => cidr, "ports" => ports, "proto" => proto, "pad" => pad,
@@ -150,7 +153,9 @@ fn rust_constants_match_the_header() {
     assert_eq!(define("FL_ACTION_DELAY"), u64::from(ACTION_DELAY));
     assert_eq!(define("FL_ACTION_RESET"), u64::from(ACTION_RESET));
     assert_eq!(define("FL_ACTION_REJECT"), u64::from(ACTION_REJECT));
+    assert_eq!(define("FL_ACTION_STALL"), u64::from(ACTION_STALL));
     assert_eq!(define("FL_ACTION_F_PEER"), u64::from(ACTION_F_PEER));
+    assert_eq!(define("FL_ACTION_F_RESET"), u64::from(ACTION_F_RESET));
     assert_eq!(define("FL_CONN_ALL"), u64::from(CONN_ALL));
     assert_eq!(define("FL_CONN_NEW"), u64::from(CONN_NEW));
     assert_eq!(define("FL_CONN_ESTABLISHED"), u64::from(CONN_ESTABLISHED));

@@ -41,9 +41,11 @@
 #define FL_ACTION_DELAY 4      /* steer into the fault's netem class (at ingress, via its ifb) */
 #define FL_ACTION_RESET 5      /* answer TCP segments (not SYN, not RST) with a RST */
 #define FL_ACTION_REJECT 6     /* answer a SYN with RST/ACK, a UDP datagram with port unreachable */
+#define FL_ACTION_STALL 8      /* per TCP connection and direction: stall_bytes of payload, then none */
 
 /* fl_action.flags */
-#define FL_ACTION_F_PEER 1 /* FL_ACTION_RESET: the peer gets a RST too */
+#define FL_ACTION_F_PEER 1  /* FL_ACTION_RESET, FL_ACTION_STALL with F_RESET: the peer gets a RST too */
+#define FL_ACTION_F_RESET 4 /* FL_ACTION_STALL: past the budget, reset rather than drop */
 
 /* fl_match.connections: which TCP connections a fault acts on. Other protocols have no opening
  * to see: every flow of theirs is new. */
@@ -53,6 +55,8 @@
 
 /* fl_conn.flags */
 #define FL_CONN_F_NEW 1 /* the fault saw this connection's SYN */
+/* A stall's budget is set for direction d (FL_DIR_*): fl_conn.budget_end[d] holds. */
+#define FL_CONN_F_BUDGET(d) (2 << (d))
 
 /* A CIDR as pre-masked address words and the mask, both in network byte order. */
 struct fl_cidr {
@@ -96,6 +100,8 @@ struct fl_action {
 	__u32 burst_loss_good;/* Gilbert-Elliott 1-k: loss while good */
 	__u32 class_id;       /* FL_ACTION_DELAY: htb class handle, written to skb->priority */
 	__u32 flags;          /* FL_ACTION_F_* */
+	__u32 stall_bytes;    /* FL_ACTION_STALL: payload bytes each connection passes per direction */
+	__u32 pad;
 };
 
 /* Value of fl_faults, indexed by slot. A slot whose deadline has passed matches nothing. */
@@ -115,6 +121,7 @@ struct fl_counters {
 	__u64 dropped_bytes[2];
 	__u64 resets_sent[2];  /* RSTs built (the local side's and, when asked, the peer's) */
 	__u64 rejects_sent[2]; /* RST/ACKs and ICMP port unreachables built */
+	__u64 allowed_bytes[2]; /* payload bytes a stall let through, each byte once */
 };
 
 /* Key of fl_prefixes: the attachment (one device, one namespace), then the remote address;
@@ -157,9 +164,15 @@ struct fl_conn_key {
 	__u32 remote[4];
 };
 
-/* Value of fl_conns. */
+/*
+ * Value of fl_conns. A stall counts in sequence numbers, so a retransmission is not counted
+ * twice: per direction, the budget ends at budget_end (the first sequence number the fault
+ * saw, or the SYN's plus one, plus stall_bytes), and allowed_end is how far data has passed.
+ */
 struct fl_conn {
 	__u32 flags; /* FL_CONN_F_* */
+	__u32 budget_end[2];
+	__u32 allowed_end[2];
 	__u32 pad;
 };
 

@@ -1,12 +1,19 @@
 //! Connection faults proven with real clients between two namespaces: `reset` (an established
 //! session fails with ECONNRESET at its next send), `reject` (a new connect or a UDP send is
-//! refused as by a closed port) and `connections` (which connections a fault touches).
+//! refused as by a closed port), `stall` and `reset_after` (a connection's byte budget, then
+//! nothing or a reset) and `connections` (which connections a fault touches).
 
 mod support;
 
 use std::{
     io::{ErrorKind, Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -338,4 +345,215 @@ fn faultctl_reject_and_reset_make_the_faults_the_protocol_describes() {
     assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
     json_of(agent.faultctl(&["clear", "--json"]));
     assert_eq!(bpf_filter_count(&lab.a.netns, &lab.a.dev), 0);
+}
+
+/// A server on `addr:port` that reads each connection to its end (or until it fails) and
+/// adds what it read to the count it returns.
+fn counting_server(lab: &Lab, addr: IpAddr, port: u16) -> Arc<AtomicUsize> {
+    let listener = in_netns(lab.ns(lab.side_of(addr)), || {
+        TcpListener::bind(SocketAddr::new(addr, port)).expect("bind the counting server")
+    });
+    let received = Arc::new(AtomicUsize::new(0));
+    let count = received.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let count = count.clone();
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    count.fetch_add(n, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    received
+}
+
+/// Polls `count` until it reaches `at_least` or `limit` passes; its value then.
+fn wait_for_count(count: &AtomicUsize, at_least: usize, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    while count.load(Ordering::SeqCst) < at_least && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    count.load(Ordering::SeqCst)
+}
+
+#[test]
+fn stall_lets_exactly_its_budget_through_then_nothing() {
+    let lab = Lab::new();
+    let agent = Agent::start();
+    let port = 6171;
+    let budget = 512;
+    for b in [IpAddr::V4(lab.b.v4), IpAddr::V6(lab.b.v6)] {
+        let received = counting_server(&lab, b, port);
+        let id = id_of(&apply(
+            &agent,
+            json!({"target": {"netns": lab.a.netns, "dev": lab.a.dev,
+                   "match": {"proto": "tcp", "dst": [b.to_string()], "dport": [port]}},
+                   "stall": {"bytes": budget}, "duration": "60s"}),
+        ));
+        let mut stream = connect(&lab, Side::A, b, port).expect("the handshake passes");
+        // More than the budget, in one write: the kernel may send it as one GSO packet, which
+        // is withheld until TCP sends its first segment again on its own.
+        stream
+            .write_all(&[7u8; 8192])
+            .expect("the send is buffered");
+        let got = wait_for_count(&received, budget, pace::scaled(Duration::from_secs(5)));
+        assert_eq!(got, budget, "{b}: the budget gets through");
+        // Retransmissions keep coming (RTO 200 ms, then doubling): none gets further.
+        thread::sleep(pace::scaled(Duration::from_millis(600)));
+        assert_eq!(
+            received.load(Ordering::SeqCst),
+            budget,
+            "{b}: nothing past it"
+        );
+        let egress = counters(&agent, &id, "egress");
+        assert_eq!(egress["allowed_bytes"], budget, "{b}: {egress}");
+        assert!(
+            egress["dropped_packets"].as_u64() >= Some(1),
+            "{b}: {egress}"
+        );
+        revoke(&agent, &id);
+        // The held data flows once the fault is gone: the connection only hung.
+        let got = wait_for_count(&received, 8192, pace::scaled(Duration::from_secs(10)));
+        assert_eq!(got, 8192, "{b}: the rest arrives after revoke");
+    }
+    assert_eq!(bpf_filter_count(&lab.a.netns, &lab.a.dev), 0);
+}
+
+#[test]
+fn reset_after_resets_the_connection_once_its_budget_is_spent() {
+    let lab = Lab::new();
+    let agent = Agent::start();
+    let port = 6181;
+    let b = IpAddr::V4(lab.b.v4);
+    let received = counting_server(&lab, b, port);
+    let id = id_of(&apply(
+        &agent,
+        json!({"target": {"netns": lab.a.netns, "dev": lab.a.dev,
+               "match": {"proto": "tcp", "dport": [port]}},
+               "reset_after": {"bytes": 300}, "duration": "60s"}),
+    ));
+    let mut stream = connect(&lab, Side::A, b, port).expect("the handshake passes");
+    stream.write_all(&[1u8; 200]).expect("within the budget");
+    assert_eq!(
+        wait_for_count(&received, 200, pace::scaled(ANSWER)),
+        200,
+        "within the budget"
+    );
+    stream
+        .write_all(&[2u8; 1000])
+        .expect("the send is buffered");
+    let error = stream
+        .read(&mut [0u8; 16])
+        .expect_err("the connection is reset");
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
+    assert_eq!(received.load(Ordering::SeqCst), 300, "exactly the budget");
+    let egress = counters(&agent, &id, "egress");
+    assert_eq!(egress["allowed_bytes"], 300, "{egress}");
+    assert!(egress["resets_sent"].as_u64() >= Some(1), "{egress}");
+    revoke(&agent, &id);
+}
+
+/// `openssl s_server` in B with the lab's certificate (tests/data/tls), killed on drop.
+struct TlsServer(Child);
+
+impl TlsServer {
+    fn start(lab: &Lab, port: u16) -> TlsServer {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/tls");
+        let accept = format!("{}:{port}", lab.b.v4);
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.b.netns,
+                "openssl",
+                "s_server",
+                "-quiet",
+            ])
+            .args(["-accept", &accept, "-cert"])
+            .arg(dir.join("lab.crt"))
+            .arg("-key")
+            .arg(dir.join("lab.key"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn openssl s_server");
+        TlsServer(child)
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `openssl s_client` from A to B's `port`, given `limit` (killed then, as `timeout` does:
+/// exit status 124); its status and how long it ran.
+fn tls_handshake(lab: &Lab, port: u16, limit: Duration) -> (Option<i32>, Duration) {
+    let connect = format!("{}:{port}", lab.b.v4);
+    let limit = format!("{:.1}", limit.as_secs_f64());
+    let started = Instant::now();
+    let status = Command::new("ip")
+        .args(["netns", "exec", &lab.a.netns, "timeout", &limit])
+        .args(["openssl", "s_client", "-brief", "-connect", &connect])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl s_client");
+    (status.code(), started.elapsed())
+}
+
+/// A handshake that succeeds, tried until the server listens.
+fn wait_for_tls(lab: &Lab, port: u16) {
+    let deadline = Instant::now() + pace::scaled(Duration::from_secs(10));
+    while tls_handshake(lab, port, pace::scaled(ANSWER)).0 != Some(0) {
+        assert!(Instant::now() < deadline, "openssl s_server never answered");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_tls_handshake_hangs_under_stall_and_is_reset_under_reset_after() {
+    let lab = Lab::new();
+    let agent = Agent::start();
+    // The ClientHello fits in 512 bytes; the server's first flight (certificate and all) does
+    // not, so the handshake stops there.
+    let limit = pace::scaled(Duration::from_secs(3));
+    for (port, action) in [
+        (6191, json!({"stall": {"bytes": 512}})),
+        (6192, json!({"reset_after": {"bytes": 512}})),
+    ] {
+        let _server = TlsServer::start(&lab, port);
+        wait_for_tls(&lab, port);
+        let mut spec = json!({"target": {"netns": lab.a.netns, "dev": lab.a.dev,
+               "match": {"proto": "tcp", "dport": [port]}}, "duration": "60s"});
+        let name = if action.get("stall").is_some() {
+            "stall"
+        } else {
+            "reset_after"
+        };
+        spec[name] = action[name].clone();
+        let id = id_of(&apply(&agent, spec));
+        let (status, took) = tls_handshake(&lab, port, limit);
+        if name == "stall" {
+            assert_eq!(status, Some(124), "the handshake hangs until killed");
+        } else {
+            assert!(
+                status != Some(0) && status != Some(124) && took < limit,
+                "the handshake fails at once: {status:?} after {took:?}"
+            );
+            let ingress = counters(&agent, &id, "ingress");
+            assert!(ingress["resets_sent"].as_u64() >= Some(1), "{ingress}");
+        }
+        revoke(&agent, &id);
+    }
 }

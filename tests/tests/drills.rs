@@ -212,3 +212,29 @@ fn a_latency_drill_runs_where_netem_exists_and_is_unsupported_elsewhere() {
         assert_eq!(reports.read("summary.json")["verdict"], "incomplete");
     }
 }
+
+#[test]
+fn the_connection_drills_fail_the_echo_probe_and_recover() {
+    let reports = Reports::new("connection");
+    let scenarios = ["exchange-reset", "api-timeout", "tls-handshake-failure"];
+    let out = drill(
+        &reports,
+        &["--scenarios", &scenarios.join(","), "--duration", "2s"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for name in scenarios {
+        let report = reports.read(&format!("{name}.json"));
+        assert_report(&report);
+        assert_eq!(report["validation"]["verdict"], "pass", "{report}");
+        // Each fault cut the lab's echo exchange: detected while it held, healed after.
+        assert!(
+            report["metrics"]["detection_s"].as_f64().is_some(),
+            "{report}"
+        );
+        assert!(
+            report["metrics"]["recovery_s"].as_f64().is_some(),
+            "{report}"
+        );
+    }
+    assert_eq!(reports.read("summary.json")["counts"]["pass"], 3);
+}

@@ -110,7 +110,7 @@ pub fn render(snapshot: &Metrics) -> String {
     }
 
     type Read = fn(&DirectionCounters) -> u64;
-    let series: [(&str, &str, Read); 6] = [
+    let series: [(&str, &str, Read); 7] = [
         ("matched_packets", "Packets a fault's match selected", |c| {
             c.matched_packets
         }),
@@ -128,6 +128,11 @@ pub fn render(snapshot: &Metrics) -> String {
             "rejects_sent",
             "RST/ACKs and ICMP port unreachables a reject fault sent",
             |c| c.rejects_sent,
+        ),
+        (
+            "allowed_bytes",
+            "Payload bytes a stall let through before it acted",
+            |c| c.allowed_bytes,
         ),
     ];
     for (name, help, read) in series {

@@ -33,6 +33,7 @@ impl Engine {
             dropped_bytes: c.dropped_bytes[d],
             resets_sent: c.resets_sent[d],
             rejects_sent: c.rejects_sent[d],
+            allowed_bytes: c.allowed_bytes[d],
         };
         let remaining = fault.deadline.remaining();
         FaultView {

@@ -5,14 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::spec::{Action, FaultSpec};
+use super::spec::{Action, FaultSpec, StallEnd};
 use super::values::{Cidr, Connections, Proto};
 use crate::{
     abi::{
         FlAction, FlCandidates, FlCidr, FlFault, FlMatch, FlPortRange, FlProtected,
-        FlProtectedList, PrefixKey, ACTION_BURST_LOSS, ACTION_DELAY, ACTION_F_PEER, ACTION_LOSS,
-        ACTION_PARTITION, ACTION_REJECT, ACTION_RESET, CONN_ALL, CONN_ESTABLISHED, CONN_NEW,
-        HOOK_EGRESS, HOOK_INGRESS, MAX_CANDIDATES, MAX_PROTECTED,
+        FlProtectedList, PrefixKey, ACTION_BURST_LOSS, ACTION_DELAY, ACTION_F_PEER, ACTION_F_RESET,
+        ACTION_LOSS, ACTION_PARTITION, ACTION_REJECT, ACTION_RESET, ACTION_STALL, CONN_ALL,
+        CONN_ESTABLISHED, CONN_NEW, HOOK_EGRESS, HOOK_INGRESS, MAX_CANDIDATES, MAX_PROTECTED,
     },
     policy::ProtectedTarget,
 };
@@ -95,6 +95,16 @@ pub fn fault_value(spec: &FaultSpec, flow_seed: u32) -> FlFault {
         },
         Action::Reject => FlAction {
             kind: ACTION_REJECT,
+            ..FlAction::default()
+        },
+        Action::Stall { budget, then } => FlAction {
+            kind: ACTION_STALL,
+            stall_bytes: *budget,
+            flags: match then {
+                StallEnd::Drop => 0,
+                StallEnd::Reset { peer: false } => ACTION_F_RESET,
+                StallEnd::Reset { peer: true } => ACTION_F_RESET | ACTION_F_PEER,
+            },
             ..FlAction::default()
         },
     };

@@ -32,6 +32,10 @@ pub struct FaultWire {
     pub reset: Option<ResetWire>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reject: Option<RejectWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<StallWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_after: Option<ResetAfterWire>,
     /// Delay and the rest of the netem model, applied by a netem qdisc.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netem: Option<NetemWire>,
@@ -105,6 +109,23 @@ pub struct ResetWire {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RejectWire {}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StallWire {
+    /// Payload bytes each connection passes per direction before nothing more does.
+    pub bytes: i64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResetAfterWire {
+    /// Payload bytes each connection passes per direction before it is reset.
+    pub bytes: i64,
+    /// The peer gets a RST too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<bool>,
+}
 
 // ---- validated form --------------------------------------------------------------------------
 
@@ -224,10 +245,25 @@ pub enum Action {
     },
     /// Refuse new connections as a closed port does: RST/ACK, ICMP port unreachable.
     Reject,
+    /// Per TCP connection and direction, `budget` payload bytes pass; then `then`.
+    Stall {
+        budget: u32,
+        then: StallEnd,
+    },
+}
+
+/// What a stall does once a connection has spent its budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StallEnd {
+    /// Nothing more passes: the connection hangs (`stall`).
+    Drop,
+    /// The connection is reset as by `reset` (`reset_after`).
+    Reset { peer: bool },
 }
 
 /// The actions of the wire form, in the order error messages name them.
-const ACTIONS: &str = "\"loss\", \"partition\", \"netem\", \"reset\" or \"reject\"";
+const ACTIONS: &str =
+    "\"loss\", \"partition\", \"netem\", \"reset\", \"reject\", \"stall\" or \"reset_after\"";
 
 /// Duration bounds the agent enforces; the policy of issue 4 will extend this.
 #[derive(Clone, Copy, Debug)]
@@ -244,6 +280,8 @@ impl FaultSpec {
             wire.netem.is_some(),
             wire.reset.is_some(),
             wire.reject.is_some(),
+            wire.stall.is_some(),
+            wire.reset_after.is_some(),
         ];
         match given.iter().filter(|&&g| g).count() {
             0 => {
@@ -270,6 +308,18 @@ impl FaultSpec {
             }
         } else if wire.reject.is_some() {
             Action::Reject
+        } else if let Some(stall) = &wire.stall {
+            Action::Stall {
+                budget: stall_budget(stall.bytes, "fault.stall.bytes")?,
+                then: StallEnd::Drop,
+            }
+        } else if let Some(after) = &wire.reset_after {
+            Action::Stall {
+                budget: stall_budget(after.bytes, "fault.reset_after.bytes")?,
+                then: StallEnd::Reset {
+                    peer: after.peer.unwrap_or(false),
+                },
+            }
         } else {
             Action::Partition
         };
@@ -304,14 +354,24 @@ impl FaultSpec {
             }
         }
         let default_direction = match action {
-            Action::Partition | Action::Reset { .. } | Action::Reject => Direction::Both,
+            Action::Partition | Action::Reset { .. } | Action::Reject | Action::Stall { .. } => {
+                Direction::Both
+            }
             Action::Loss(_) | Action::BurstLoss(_) | Action::Netem(_) => Direction::Egress,
         };
         let target = target(&wire.target, default_direction)?;
         let answers = match action {
             Action::Reset { .. } => Some(("reset", &[Proto::Any, Proto::Tcp][..])),
             Action::Reject => Some(("reject", &[Proto::Any, Proto::Tcp, Proto::Udp][..])),
-            _ => None,
+            Action::Stall {
+                then: StallEnd::Drop,
+                ..
+            } => Some(("stall", &[Proto::Any, Proto::Tcp][..])),
+            Action::Stall {
+                then: StallEnd::Reset { .. },
+                ..
+            } => Some(("reset_after", &[Proto::Any, Proto::Tcp][..])),
+            Action::Partition | Action::Loss(_) | Action::BurstLoss(_) | Action::Netem(_) => None,
         };
         if let Some((name, protos)) = answers {
             let proto = target.matcher.proto;
@@ -320,7 +380,7 @@ impl FaultSpec {
                 return Err(SpecError::new(
                     "fault.target.match.proto",
                     format!(
-                        "{name} answers only {}; not {}",
+                        "{name} acts only on {}; not {}",
                         names.join(" or "),
                         proto.name()
                     ),
@@ -342,11 +402,28 @@ impl FaultSpec {
         let strings = |v: &[Cidr]| v.iter().map(ToString::to_string).collect();
         let ports = |v: &[PortRange]| v.iter().map(|p| PortWire::Text(p.to_string())).collect();
         let (mut loss, mut partition, mut netem) = (None, None, None);
-        let (mut reset, mut reject) = (None, None);
+        let (mut reset, mut reject, mut stall, mut reset_after) = (None, None, None, None);
         match &self.action {
             Action::Partition => partition = Some(PartitionWire {}),
             Action::Reset { peer } => reset = Some(ResetWire { peer: Some(*peer) }),
             Action::Reject => reject = Some(RejectWire {}),
+            Action::Stall {
+                budget,
+                then: StallEnd::Drop,
+            } => {
+                stall = Some(StallWire {
+                    bytes: i64::from(*budget),
+                })
+            }
+            Action::Stall {
+                budget,
+                then: StallEnd::Reset { peer },
+            } => {
+                reset_after = Some(ResetAfterWire {
+                    bytes: i64::from(*budget),
+                    peer: Some(*peer),
+                })
+            }
             Action::Loss(p) => {
                 loss = Some(LossWire {
                     percent: Some(p.value()),
@@ -381,11 +458,23 @@ impl FaultSpec {
             partition,
             reset,
             reject,
+            stall,
+            reset_after,
             netem,
             duration: Some(format_duration(self.duration)),
             label: self.label.clone(),
         }
     }
+}
+
+/// A stall's budget: 0 (nothing passes) up to 4 GiB - 1, the datapath's 32-bit sequence space.
+fn stall_budget(bytes: i64, field: &str) -> Result<u32, SpecError> {
+    u32::try_from(bytes).map_err(|_| {
+        SpecError::new(
+            field,
+            format!("{bytes} is not a byte count in 0..={}", u32::MAX),
+        )
+    })
 }
 
 fn loss_action(loss: &LossWire) -> Result<Action, SpecError> {
@@ -678,6 +767,49 @@ mod tests {
         assert_eq!(spec.to_wire().target.connections, None);
         let spec = parse(r#"{"target":{"dev":"eth0"},"reset":{},"duration":"3s"}"#).expect("ok");
         assert_eq!(spec.action, Action::Reset { peer: false });
+    }
+
+    #[test]
+    fn stalls_hold_a_budget_then_drop_or_reset() {
+        let spec = parse(r#"{"target":{"dev":"e"},"stall":{"bytes":512},"duration":"3s"}"#)
+            .expect("valid");
+        assert_eq!(
+            spec.action,
+            Action::Stall {
+                budget: 512,
+                then: StallEnd::Drop
+            }
+        );
+        assert_eq!(spec.target.direction, Direction::Both);
+        assert_eq!(FaultSpec::from_wire(&spec.to_wire(), &LIMITS), Ok(spec));
+        let spec = parse(
+            r#"{"target":{"dev":"e"},"reset_after":{"bytes":0,"peer":true},"duration":"3s"}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            spec.action,
+            Action::Stall {
+                budget: 0,
+                then: StallEnd::Reset { peer: true }
+            }
+        );
+        assert_eq!(FaultSpec::from_wire(&spec.to_wire(), &LIMITS), Ok(spec));
+        assert_eq!(
+            field_of(r#"{"target":{"dev":"e"},"stall":{"bytes":-1},"duration":"1s"}"#),
+            "fault.stall.bytes"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"target":{"dev":"e"},"reset_after":{"bytes":4294967296},"duration":"1s"}"#
+            ),
+            "fault.reset_after.bytes"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"target":{"dev":"e","match":{"proto":"udp"}},"stall":{"bytes":1},"duration":"1s"}"#
+            ),
+            "fault.target.match.proto"
+        );
     }
 
     #[test]

@@ -319,10 +319,10 @@ fn worst_loss(action: &Action) -> Option<(f64, &'static str)> {
             // Its burst state (3) drops every packet until it leaves.
             NetemLoss::FourState { .. } => Some((100.0, "netem 4-state loss")),
         },
-        // A partition, a reset and a reject are faults of their own kind, with no rate to
-        // bound: allowed or not by the target rules (and never on protected traffic, which the
-        // datapath passes before any fault looks at it).
-        Action::Partition | Action::Reset { .. } | Action::Reject => None,
+        // A partition, a reset, a reject and a stall are faults of their own kind, with no
+        // rate to bound: allowed or not by the target rules (and never on protected traffic,
+        // which the datapath passes before any fault looks at it).
+        Action::Partition | Action::Reset { .. } | Action::Reject | Action::Stall { .. } => None,
     }
 }
 

@@ -29,6 +29,9 @@ pub struct DirectionCounters {
     /// RST/ACKs and ICMP port unreachables a reject fault sent.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rejects_sent: u64,
+    /// Payload bytes a stall (or reset_after) let through before it acted, each byte once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub allowed_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ pub const RUN_BENCH: &str = include_str!("run-bench.sh");
 const TOOLS: &[&str] = &[
     "bash", "sh", "ip", "tc", "ping", "socat", "timeout", "cat", "sleep", "awk", "grep", "sed",
     "env", "date", "mkdir", "rm", "ls", "head", "tail", "uname", "id", "jq", "seq", "mktemp",
-    "install", "dirname", "basename", "bpftool", "df",
+    "install", "dirname", "basename", "bpftool", "df", "openssl",
 ];
 /// Copied when the host has them: handy for future tests, not needed by today's.
 const OPTIONAL_TOOLS: &[&str] = &["iperf3", "ss", "nstat"];
@@ -39,6 +39,7 @@ const SOURCE_DATA: &[&str] = &[
     "scripts",
     "deploy",
     "python",
+    "tests/data",
 ];
 
 /// What the Python client's tests in the guest never import: left out of the interpreter's

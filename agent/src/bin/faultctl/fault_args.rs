@@ -1,4 +1,5 @@
-//! The fault commands' flags (loss, delay, netem, partition, reset, reject), shared by applying a fault and
+//! The fault commands' flags (loss, delay, netem, partition, reset, reject, stall,
+//! reset-after), shared by applying a fault and
 //! by `faultctl run`, which adds the command to run; and the apply request they make.
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -6,8 +7,8 @@ use faultline::{
     fault::{
         burst::BurstWire,
         spec::{
-            FaultWire, LossWire, MatchWire, PartitionWire, PortWire, RejectWire, ResetWire,
-            TargetWire,
+            FaultWire, LossWire, MatchWire, PartitionWire, PortWire, RejectWire, ResetAfterWire,
+            ResetWire, StallWire, TargetWire,
         },
     },
     proto::{Apply, Lease},
@@ -93,6 +94,35 @@ pub(crate) enum FaultCmd<X: Args> {
         #[command(flatten)]
         then: X,
     },
+    /// Per TCP connection and direction, let BYTES of payload through, then nothing: a hung
+    /// API or TLS handshake.
+    Stall {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Payload bytes each connection passes per direction (0: none).
+        #[arg(long)]
+        bytes: i64,
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        then: X,
+    },
+    /// Per TCP connection and direction, let BYTES of payload through, then reset the
+    /// connection.
+    ResetAfter {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Payload bytes each connection passes per direction (0: none).
+        #[arg(long)]
+        bytes: i64,
+        /// The peer gets a RST too.
+        #[arg(long)]
+        peer: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        then: X,
+    },
 }
 
 /// Nothing follows a plain fault command.
@@ -167,7 +197,9 @@ impl<X: Args> FaultCmd<X> {
             | Self::Netem { common, .. }
             | Self::Partition { common, .. }
             | Self::Reset { common, .. }
-            | Self::Reject { common, .. } => common,
+            | Self::Reject { common, .. }
+            | Self::Stall { common, .. }
+            | Self::ResetAfter { common, .. } => common,
         }
     }
 
@@ -178,7 +210,9 @@ impl<X: Args> FaultCmd<X> {
             | Self::Netem { then, .. }
             | Self::Partition { then, .. }
             | Self::Reset { then, .. }
-            | Self::Reject { then, .. } => then,
+            | Self::Reject { then, .. }
+            | Self::Stall { then, .. }
+            | Self::ResetAfter { then, .. } => then,
         }
     }
 
@@ -191,7 +225,9 @@ impl<X: Args> FaultCmd<X> {
             | Self::Netem { target, .. }
             | Self::Partition { target, .. }
             | Self::Reset { target, .. }
-            | Self::Reject { target, .. } => target,
+            | Self::Reject { target, .. }
+            | Self::Stall { target, .. }
+            | Self::ResetAfter { target, .. } => target,
         };
         let mut fault = FaultWire {
             target: target.to_wire(),
@@ -199,6 +235,8 @@ impl<X: Args> FaultCmd<X> {
             partition: None,
             reset: None,
             reject: None,
+            stall: None,
+            reset_after: None,
             netem: None,
             duration: common.duration.clone(),
             label: common.label.clone(),
@@ -213,6 +251,13 @@ impl<X: Args> FaultCmd<X> {
             Self::Partition { .. } => fault.partition = Some(PartitionWire {}),
             Self::Reset { peer, .. } => fault.reset = Some(ResetWire { peer: Some(*peer) }),
             Self::Reject { .. } => fault.reject = Some(RejectWire {}),
+            Self::Stall { bytes, .. } => fault.stall = Some(StallWire { bytes: *bytes }),
+            Self::ResetAfter { bytes, peer, .. } => {
+                fault.reset_after = Some(ResetAfterWire {
+                    bytes: *bytes,
+                    peer: Some(*peer),
+                })
+            }
             Self::Delay { delay, netem, .. } | Self::Netem { delay, netem, .. } => {
                 fault.netem = Some(netem.to_wire(delay.clone()))
             }

@@ -40,10 +40,10 @@ pub(crate) fn print_fault(cli: &Cli, view: &FaultView) {
         );
     }
     for (name, d) in [("egress", c.egress), ("ingress", c.ingress)] {
-        if d.resets_sent + d.rejects_sent > 0 {
+        if d.resets_sent + d.rejects_sent + d.allowed_bytes > 0 {
             println!(
-                "{name:<8} resets sent {}, rejects sent {}",
-                d.resets_sent, d.rejects_sent
+                "{name:<8} resets sent {}, rejects sent {}, bytes allowed before a stall {}",
+                d.resets_sent, d.rejects_sent, d.allowed_bytes
             );
         }
     }
@@ -68,6 +68,15 @@ pub(crate) fn summary_of(fault: &FaultWire) -> String {
         format!("reset{peer}")
     } else if fault.reject.is_some() {
         "reject".to_owned()
+    } else if let Some(stall) = &fault.stall {
+        format!("stall after {} bytes", stall.bytes)
+    } else if let Some(after) = &fault.reset_after {
+        let peer = if after.peer == Some(true) {
+            " +peer"
+        } else {
+            ""
+        };
+        format!("reset{peer} after {} bytes", after.bytes)
     } else {
         "partition".to_owned()
     };
