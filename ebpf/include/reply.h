@@ -134,19 +134,20 @@ static __always_inline void fl_frame_ip6(struct fl_frame *f, const struct fl_ans
 
 /* Whether the skb's L4 checksum is left to the device or stack (CHECKSUM_PARTIAL): a
  * non-pseudo change through bpf_l4_csum_replace moves the field of any other skb. The field
- * is 0 on entry and on return; the probe's own change is undone without touching skb->csum,
- * which it never entered. */
+ * holds what it held on entry on return: the probe's own change is undone without touching
+ * skb->csum, which it never entered. */
 static __always_inline int fl_is_partial(struct __sk_buff *skb, __u32 check_off)
 {
-	__u16 field = 0;
+	__u16 before = 0, after = 0;
 
+	if (bpf_skb_load_bytes(skb, check_off, &before, sizeof(before)) < 0)
+		return 0;
 	if (bpf_l4_csum_replace(skb, check_off, 0, bpf_htons(1), 2) < 0)
 		return 0;
-	if (bpf_skb_load_bytes(skb, check_off, &field, sizeof(field)) < 0)
+	if (bpf_skb_load_bytes(skb, check_off, &after, sizeof(after)) < 0)
 		return 0;
-	if (field) {
-		field = 0;
-		bpf_skb_store_bytes(skb, check_off, &field, sizeof(field), 0);
+	if (after != before) {
+		bpf_skb_store_bytes(skb, check_off, &before, sizeof(before), 0);
 		return 0;
 	}
 	return 1;

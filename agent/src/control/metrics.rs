@@ -110,7 +110,7 @@ pub fn render(snapshot: &Metrics) -> String {
     }
 
     type Read = fn(&DirectionCounters) -> u64;
-    let series: [(&str, &str, Read); 6] = [
+    let series: [(&str, &str, Read); 7] = [
         ("matched_packets", "Packets a fault's match selected", |c| {
             c.matched_packets
         }),
@@ -128,6 +128,11 @@ pub fn render(snapshot: &Metrics) -> String {
             "rejects_sent",
             "RST/ACKs and ICMP port unreachables a reject fault sent",
             |c| c.rejects_sent,
+        ),
+        (
+            "corrupted_packets",
+            "Packets whose payload a corrupt fault changed",
+            |c| c.corrupted_packets,
         ),
     ];
     for (name, help, read) in series {
@@ -168,6 +173,8 @@ fn fault_labels(f: &FaultView) -> String {
         "reset"
     } else if f.fault.reject.is_some() {
         "reject"
+    } else if f.fault.corrupt.is_some() {
+        "corrupt"
     } else {
         "partition"
     };

@@ -33,6 +33,7 @@ impl Engine {
             dropped_bytes: c.dropped_bytes[d],
             resets_sent: c.resets_sent[d],
             rejects_sent: c.rejects_sent[d],
+            corrupted_packets: c.corrupted_packets[d],
         };
         let remaining = fault.deadline.remaining();
         FaultView {

@@ -322,6 +322,7 @@ impl Datapath {
                 sum.dropped_bytes[dir] += c.dropped_bytes[dir];
                 sum.resets_sent[dir] += c.resets_sent[dir];
                 sum.rejects_sent[dir] += c.rejects_sent[dir];
+                sum.corrupted_packets[dir] += c.corrupted_packets[dir];
             }
         }
         Ok(sum)

@@ -29,6 +29,10 @@ pub struct DirectionCounters {
     /// RST/ACKs and ICMP port unreachables a reject fault sent.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rejects_sent: u64,
+    /// Packets a corrupt fault corrupted (with a broken checksum on a packet that cannot carry
+    /// one, dropped in the receiver's place: then counted in `dropped_*` too).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub corrupted_packets: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

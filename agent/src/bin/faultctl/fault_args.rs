@@ -1,10 +1,12 @@
-//! The fault commands' flags (loss, delay, netem, partition, reset, reject), shared by applying a fault and
-//! by `faultctl run`, which adds the command to run; and the apply request they make.
+//! The fault commands' flags (loss, delay, netem, partition, reset, reject, corrupt), shared by
+//! applying a fault and by `faultctl run`, which adds the command to run; and the apply request
+//! they make.
 
 use clap::{Args, Subcommand, ValueEnum};
 use faultline::{
     fault::{
         burst::BurstWire,
+        corrupt::CorruptWire,
         spec::{
             FaultWire, LossWire, MatchWire, PartitionWire, PortWire, RejectWire, ResetWire,
             TargetWire,
@@ -93,6 +95,27 @@ pub(crate) enum FaultCmd<X: Args> {
         #[command(flatten)]
         then: X,
     },
+    /// Flip payload bits in a share of the matching TCP and UDP packets: with the checksum
+    /// recomputed the application receives the corrupted bytes; left broken, the receiving
+    /// kernel discards the packets (netem's corrupt).
+    Corrupt {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Percent of packets to corrupt, uniformly at random.
+        #[arg(long, required = true)]
+        percent: Option<f64>,
+        /// Payload bits flipped in each corrupted packet (1-8; default 1).
+        #[arg(long)]
+        bits: Option<i64>,
+        /// recompute (the default): the application gets corrupted bytes; broken: they are
+        /// discarded by the receiver.
+        #[arg(long, value_parser = ["recompute", "broken"])]
+        checksum: Option<String>,
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        then: X,
+    },
 }
 
 /// Nothing follows a plain fault command.
@@ -167,7 +190,8 @@ impl<X: Args> FaultCmd<X> {
             | Self::Netem { common, .. }
             | Self::Partition { common, .. }
             | Self::Reset { common, .. }
-            | Self::Reject { common, .. } => common,
+            | Self::Reject { common, .. }
+            | Self::Corrupt { common, .. } => common,
         }
     }
 
@@ -178,7 +202,8 @@ impl<X: Args> FaultCmd<X> {
             | Self::Netem { then, .. }
             | Self::Partition { then, .. }
             | Self::Reset { then, .. }
-            | Self::Reject { then, .. } => then,
+            | Self::Reject { then, .. }
+            | Self::Corrupt { then, .. } => then,
         }
     }
 
@@ -191,7 +216,8 @@ impl<X: Args> FaultCmd<X> {
             | Self::Netem { target, .. }
             | Self::Partition { target, .. }
             | Self::Reset { target, .. }
-            | Self::Reject { target, .. } => target,
+            | Self::Reject { target, .. }
+            | Self::Corrupt { target, .. } => target,
         };
         let mut fault = FaultWire {
             target: target.to_wire(),
@@ -199,6 +225,7 @@ impl<X: Args> FaultCmd<X> {
             partition: None,
             reset: None,
             reject: None,
+            corrupt: None,
             netem: None,
             duration: common.duration.clone(),
             label: common.label.clone(),
@@ -213,6 +240,18 @@ impl<X: Args> FaultCmd<X> {
             Self::Partition { .. } => fault.partition = Some(PartitionWire {}),
             Self::Reset { peer, .. } => fault.reset = Some(ResetWire { peer: Some(*peer) }),
             Self::Reject { .. } => fault.reject = Some(RejectWire {}),
+            Self::Corrupt {
+                percent,
+                bits,
+                checksum,
+                ..
+            } => {
+                fault.corrupt = Some(CorruptWire {
+                    percent: *percent,
+                    bits: *bits,
+                    checksum: checksum.clone(),
+                })
+            }
             Self::Delay { delay, netem, .. } | Self::Netem { delay, netem, .. } => {
                 fault.netem = Some(netem.to_wire(delay.clone()))
             }

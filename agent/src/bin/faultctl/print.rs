@@ -46,6 +46,9 @@ pub(crate) fn print_fault(cli: &Cli, view: &FaultView) {
                 d.resets_sent, d.rejects_sent
             );
         }
+        if d.corrupted_packets > 0 {
+            println!("{name:<8} corrupted pkts {}", d.corrupted_packets);
+        }
     }
 }
 
@@ -68,6 +71,15 @@ pub(crate) fn summary_of(fault: &FaultWire) -> String {
         format!("reset{peer}")
     } else if fault.reject.is_some() {
         "reject".to_owned()
+    } else if let Some(corrupt) = &fault.corrupt {
+        let mut text = format!("corrupt {}%", corrupt.percent.unwrap_or_default());
+        if let Some(bits) = corrupt.bits {
+            text += &format!(" {bits}bit");
+        }
+        if let Some(checksum) = &corrupt.checksum {
+            text += &format!(" checksum={checksum}");
+        }
+        text
     } else {
         "partition".to_owned()
     };
