@@ -339,6 +339,58 @@ fn broken_checksums_make_the_receiver_lose_the_corrupted_datagrams() {
     assert_eq!(bpf_filter_count(&lab.a.netns, &lab.a.dev), 0);
 }
 
+/// At ingress (on the receiving side's device) the same holds: recomputed checksums deliver
+/// every datagram, broken ones are discarded by the stack above the hook.
+#[test]
+fn at_ingress_recomputed_deliver_and_broken_are_discarded() {
+    let lab = Lab::new();
+    let agent = Agent::start();
+    let b = IpAddr::V4(lab.b.v4);
+    let runs = [
+        (7501, "recompute", Checksum::LeftToTheDevice),
+        (7502, "recompute", Checksum::ComputedBySender),
+        (7503, "broken", Checksum::ComputedBySender),
+        (7504, "broken", Checksum::LeftToTheDevice),
+    ];
+    let (count, percent, bits) = (3_000, 30.0, 2);
+    for (port, checksum_mode, sent_as) in runs {
+        let what = format!("ingress {checksum_mode} {sent_as:?}");
+        // On B: this host's port is the receiver's, the peer is A.
+        let fault = json!({"target": {"netns": lab.b.netns, "dev": lab.b.dev,
+            "direction": "ingress",
+            "match": {"proto": "udp", "dst": [lab.a.v4.to_string()], "sport": [port]}},
+            "corrupt": {"percent": percent, "bits": bits, "checksum": checksum_mode},
+            "duration": "60s"});
+        let id = id_of(&apply(&agent, fault));
+        let errors_before = snmp(&lab.b.netns)["Udp:InCsumErrors"];
+        let got = udp_run(&lab, b, port, count, sent_as);
+        let errors = snmp(&lab.b.netns)["Udp:InCsumErrors"] - errors_before;
+        let counters = get(&agent, &id)["counters"]["ingress"].clone();
+        let corrupted = counters["corrupted_packets"].as_u64().unwrap_or(0);
+        assert_binomial(corrupted, count, percent / 100.0, &what);
+        if checksum_mode == "recompute" {
+            assert_eq!(got.flipped_bits.len() as u64, count, "{what}: none lost");
+            assert_eq!(got.corrupted(), corrupted, "{what}: {counters}");
+            assert!(got.flipped_bits.values().all(|&f| f == 0 || f == bits));
+        } else {
+            assert_eq!(
+                got.corrupted(),
+                0,
+                "{what}: a corrupted datagram was delivered"
+            );
+            assert_eq!(got.flipped_bits.len() as u64, count - corrupted, "{what}");
+            let discarded_by_stack = if sent_as == Checksum::ComputedBySender {
+                corrupted
+            } else {
+                0
+            };
+            assert_eq!(errors, discarded_by_stack, "{what}: {counters}");
+        }
+        revoke(&agent, &id);
+    }
+    assert_eq!(bpf_filter_count(&lab.b.netns, &lab.b.dev), 0);
+}
+
 #[test]
 fn a_tcp_stream_arrives_corrupted_on_a_connection_that_stays_up() {
     let lab = Lab::new();
