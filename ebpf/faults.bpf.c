@@ -96,7 +96,6 @@ struct fl_packet {
 	__u32 corrupt_slot;
 	__u32 corrupt_bits;
 	__u32 corrupt_flags;
-	__u32 pad3;
 	struct fl_answered answered;
 	struct fl_frame frame;
 };
@@ -442,9 +441,10 @@ static __always_inline int fl_action_applies(__u32 kind, const struct fl_packet 
  * One candidate fault against the CPU's packet in fl_scratch; returns the verdict if it drops
  * the packet, FL_STEER for a delay fault, FL_REPLY for a reset or reject fault (whose slot it
  * notes in the packet), else TC_ACT_UNSPEC. A corrupt fault that picks the packet notes itself
- * in the packet for fl_corrupt, unless another did first: one fault corrupts a packet. Global (not inlined), so the verifier checks it
- * once rather than once per candidate: inlined, the candidate loop exceeds the verifier's
- * instruction budget. Scalars only, for kernels before 5.12.
+ * in the packet for fl_corrupt, unless another did first: one fault corrupts a packet. Global
+ * (not inlined), so the verifier checks it once rather than once per candidate: inlined, the
+ * candidate loop exceeds the verifier's instruction budget. Scalars only, for kernels before
+ * 5.12.
  */
 __attribute__((noinline)) int fl_apply_fault(__u32 slot, __u32 dir, __u64 now)
 {

@@ -130,7 +130,8 @@ pub(crate) struct TargetArgs {
     /// Network namespace: a name under /run/netns, a path, or pid:N.
     #[arg(long)]
     pub(crate) netns: Option<String>,
-    /// egress, ingress or both (default: egress for loss, both for partition).
+    /// egress, ingress or both (default: egress for loss, netem and corrupt; both for partition,
+    /// reset and reject).
     #[arg(long)]
     pub(crate) direction: Option<String>,
     /// tcp, udp, icmp, icmpv6 or any.
