@@ -391,6 +391,134 @@ fn at_ingress_recomputed_deliver_and_broken_are_discarded() {
     assert_eq!(bpf_filter_count(&lab.b.netns, &lab.b.dev), 0);
 }
 
+/// Sends each payload from A to `to:port` (with UDP GSO segments of `segment` bytes when
+/// given) and returns what arrives, in order, once the receiver has been quiet for a moment.
+fn udp_exchange(
+    lab: &Lab,
+    to: IpAddr,
+    port: u16,
+    payloads: &[Vec<u8>],
+    segment: Option<u16>,
+) -> Vec<Vec<u8>> {
+    let receiver = in_netns(lab.ns(lab.side_of(to)), || {
+        UdpSocket::bind(SocketAddr::new(to, port)).expect("bind the receiver")
+    });
+    socket::setsockopt(&receiver, sockopt::RcvBufForce, &RCVBUF).expect("SO_RCVBUFFORCE");
+    receiver
+        .set_read_timeout(Some(pace::scaled(QUIET)))
+        .expect("receive timeout");
+    let sender = in_netns(lab.ns(Side::A), || {
+        let any = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        UdpSocket::bind(any).expect("bind the sender")
+    });
+    if let Some(size) = segment {
+        socket::setsockopt(&sender, sockopt::UdpGsoSegment, &i32::from(size)).expect("UDP_SEGMENT");
+    }
+    let (mut got, mut buf) = (Vec::new(), vec![0u8; 65536]);
+    let (mut expected, mut received) = (0, 0);
+    for payload in payloads {
+        sender
+            .send_to(payload, SocketAddr::new(to, port))
+            .expect("send");
+        // One send at a time, its datagrams read before the next: nothing can overflow. A
+        // datagram that never comes ends the wait after the receive timeout.
+        expected += payload.len();
+        while received < expected {
+            let Ok(n) = receiver.recv(&mut buf) else {
+                break;
+            };
+            got.push(buf[..n].to_vec());
+            received += n;
+        }
+    }
+    got
+}
+
+/// Bits in which `got` differs from `sent`, by byte offset.
+fn differing_bits(got: &[u8], sent: &[u8]) -> Vec<(usize, u32)> {
+    got.iter()
+        .zip(sent)
+        .enumerate()
+        .filter(|(_, (g, s))| g != s)
+        .map(|(i, (g, s))| (i, (g ^ s).count_ones()))
+        .collect()
+}
+
+/// A datagram larger than the MTU leaves in IPv4 fragments: the first fragment's payload is
+/// corrupted (its checksum covers the whole datagram), the later ones pass untouched.
+#[test]
+fn fragmented_datagrams_are_corrupted_in_their_first_fragment() {
+    let lab = Lab::new();
+    let agent = Agent::start();
+    let (b, port, bits) = (IpAddr::V4(lab.b.v4), 7701, 4);
+    let id = id_of(&apply(
+        &agent,
+        corrupt_fault(&lab, b, port, "udp", json!({"percent": 100, "bits": bits})),
+    ));
+    // 1500-byte MTU: the first fragment carries 1480 bytes of the datagram, 8 of them its
+    // UDP header.
+    let first_fragment_payload = 1472;
+    let payloads: Vec<Vec<u8>> = (0..50u8)
+        .map(|n| (0..4000u32).map(|i| (i % 253) as u8 ^ n).collect())
+        .collect();
+    let got = udp_exchange(&lab, b, port, &payloads, None);
+    assert_eq!(got.len(), payloads.len(), "every datagram arrives");
+    for (got, sent) in got.iter().zip(&payloads) {
+        let differing = differing_bits(got, sent);
+        assert_eq!(
+            differing.iter().map(|(_, n)| n).sum::<u32>(),
+            bits,
+            "{differing:?}"
+        );
+        assert!(
+            differing.iter().all(|(at, _)| *at < first_fragment_payload),
+            "a later fragment changed: {differing:?}"
+        );
+    }
+    let counters = egress(&agent, &id);
+    assert_eq!(
+        counters["corrupted_packets"], 50,
+        "one per datagram: {counters}"
+    );
+    revoke(&agent, &id);
+    assert_eq!(bpf_filter_count(&lab.a.netns, &lab.a.dev), 0);
+}
+
+/// A UDP GSO send is one packet at the hook: its first segment is corrupted, the others arrive
+/// intact, each with a checksum computed when the packet is split.
+#[test]
+fn a_gso_packet_is_corrupted_in_its_first_segment() {
+    let lab = Lab::new();
+    let agent = Agent::start();
+    let (b, port, bits) = (IpAddr::V4(lab.b.v4), 7702, 3);
+    let id = id_of(&apply(
+        &agent,
+        corrupt_fault(&lab, b, port, "udp", json!({"percent": 100, "bits": bits})),
+    ));
+    let (segment, segments) = (200u16, 8);
+    let payloads: Vec<Vec<u8>> = (0..20u8)
+        .map(|n| {
+            (0..u32::from(segment) * segments)
+                .map(|i| (i % 251) as u8 ^ n)
+                .collect()
+        })
+        .collect();
+    let got = udp_exchange(&lab, b, port, &payloads, Some(segment));
+    let sent: Vec<&[u8]> = payloads
+        .iter()
+        .flat_map(|p| p.chunks(usize::from(segment)))
+        .collect();
+    assert_eq!(got.len(), sent.len(), "every segment arrives as a datagram");
+    for (i, (got, sent)) in got.iter().zip(&sent).enumerate() {
+        let flipped: u32 = differing_bits(got, sent).iter().map(|(_, n)| n).sum();
+        let first = i % segments as usize == 0;
+        assert_eq!(flipped, if first { bits } else { 0 }, "segment {i}");
+    }
+    assert_eq!(egress(&agent, &id)["corrupted_packets"], 20);
+    revoke(&agent, &id);
+    assert_eq!(bpf_filter_count(&lab.a.netns, &lab.a.dev), 0);
+}
+
 #[test]
 fn a_tcp_stream_arrives_corrupted_on_a_connection_that_stays_up() {
     let lab = Lab::new();
