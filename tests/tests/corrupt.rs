@@ -579,7 +579,7 @@ fn a_tcp_stream_arrives_corrupted_on_a_connection_that_stays_up() {
 }
 
 #[test]
-fn faultctl_corrupt_applies_and_shows_the_counter() {
+fn faultctl_corrupt_applies_and_shows_the_counter_in_show_and_metrics() {
     let lab = Lab::new();
     let agent = Agent::start();
     let b = IpAddr::V4(lab.b.v4);
@@ -623,6 +623,18 @@ fn faultctl_corrupt_applies_and_shows_the_counter() {
         "{text}"
     );
     assert!(text.contains("corrupted pkts 10"), "{text}");
+    let metrics = agent.faultctl(&["metrics"]);
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    let series = text
+        .lines()
+        .find(|l| {
+            l.starts_with("faultline_fault_corrupted_packets_total{")
+                && l.contains(&format!("fault_id=\"{id}\""))
+                && l.contains("direction=\"egress\"")
+        })
+        .unwrap_or_else(|| panic!("no corrupted_packets series:\n{text}"));
+    assert!(series.contains("kind=\"corrupt\""), "{series}");
+    assert!(series.ends_with(" 10"), "{series}");
     revoke(&agent, &id);
     assert_eq!(bpf_filter_count(&lab.a.netns, &lab.a.dev), 0);
 }
