@@ -2,9 +2,10 @@
 /*
  * faultline datapath: drops the packets of active faults at the tc clsact hooks, steers those
  * of delay faults into their netem classes, answers those of reset and reject faults with
- * the RST or ICMP error a peer would send (include/reply.h), and holds TCP connections to a
- * byte budget for stall faults. One load serves every device in
- * every namespace: each filter's classid tells the program which device's faults apply.
+ * the RST or ICMP error a peer would send (include/reply.h), holds TCP connections to a byte
+ * budget for stall faults, and flips payload bits in the packets of corrupt faults
+ * (include/corrupt.h). One load serves every device in every namespace: each filter's classid
+ * tells the program which device's faults apply.
  *
  * Attached with legacy cls_bpf in direct-action mode (not TCX): TCX maps TC_ACT_STOLEN to
  * "next", and STOLEN is the only verdict that drops at egress without telling the sending
@@ -22,6 +23,7 @@
 
 #include "faultline.h"
 #include "reply.h"
+#include "corrupt.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -82,17 +84,22 @@ struct fl_packet {
 	__u32 steer_class; /* set by the first matching delay fault */
 	__u8 tcp_flags;
 	__u8 replyable;    /* TCP or UDP right after a plain IP header: a reply can quote it */
-	__u8 tcp_hlen;     /* TCP header bytes, options included */
-	__u8 pad2;
+	__u8 pad2[2];
 	__u32 tcp_seq; /* host order */
 	__u32 tcp_ack;
-	__u32 payload; /* TCP payload bytes */
+	__u32 l4_off;      /* offsets from the Ethernet header, TCP and UDP only */
+	__u32 payload_off;
+	__u32 payload;     /* L4 payload bytes, as the IP header counts them */
 	/* Set by a stall whose budget ends inside the packet, for fl_trim: payload bytes kept. */
 	__u32 trim_keep;
 	/* Set by the fault that answers (reset, reject) or trims (stall) the packet. */
 	__u32 reply_slot;
 	__u32 reply_kind;
 	__u32 reply_flags;
+	/* Set by the corrupt fault that picked the packet, for fl_corrupt; 0 bits = none did. */
+	__u32 corrupt_slot;
+	__u32 corrupt_bits;
+	__u32 corrupt_flags;
 	struct fl_answered answered;
 	struct fl_frame frame;
 };
@@ -107,7 +114,8 @@ struct {
 
 /* fl_apply_fault's answer for a delay fault: steer the packet, keep looking for drops. */
 #define FL_STEER 1000
-/* fl_apply_fault's answer for a reset or reject fault: fl_reply answers the packet. */
+/* fl_apply_fault's answer for a reset or reject fault: fl_reply answers the packet. (A corrupt
+ * fault answers TC_ACT_UNSPEC: the packet may still be dropped by a later fault.) */
 #define FL_REPLY 1001
 /* fl_apply_fault's answer for a stall whose budget ends inside the packet: fl_trim cuts it. */
 #define FL_TRIM 1002
@@ -195,12 +203,17 @@ static __always_inline int fl_parse(struct __sk_buff *skb, int dir, struct fl_pa
 			pkt->tcp_seq = bpf_ntohl(tcp.seq);
 			pkt->tcp_ack = bpf_ntohl(tcp.ack);
 			pkt->tcp_flags = tcp.flags;
-			pkt->tcp_hlen = (tcp.offset >> 4) * 4;
-			pkt->payload = l3_len - (l4_off - ETH_HLEN) - pkt->tcp_hlen;
+			pkt->payload_off = l4_off + (tcp.offset >> 4) * 4;
 		} else {
 			pkt->replyable = 0;
 		}
+	} else if (pkt->proto == IPPROTO_UDP) {
+		pkt->payload_off = l4_off + FL_UDP_HLEN;
 	}
+	pkt->l4_off = l4_off;
+	/* A malformed header that claims more than the packet holds carries no payload. */
+	if (pkt->payload_off && ETH_HLEN + l3_len > pkt->payload_off)
+		pkt->payload = ETH_HLEN + l3_len - pkt->payload_off;
 	if (pkt->replyable) {
 		struct fl_answered *a = &pkt->answered;
 
@@ -521,6 +534,9 @@ static __always_inline int fl_action_applies(__u32 kind, const struct fl_packet 
 		       (pkt->tcp_flags & (FL_TCP_SYN | FL_TCP_ACK | FL_TCP_RST)) == FL_TCP_SYN;
 	case FL_ACTION_STALL:
 		return pkt->proto == IPPROTO_TCP;
+	case FL_ACTION_CORRUPT:
+		/* TCP and UDP with payload; a later IPv4 fragment has no L4 header (proto 0). */
+		return (pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) && pkt->payload;
 	}
 	return 1;
 }
@@ -528,8 +544,10 @@ static __always_inline int fl_action_applies(__u32 kind, const struct fl_packet 
 /*
  * One candidate fault against the CPU's packet in fl_scratch; returns the verdict if it drops
  * the packet, FL_STEER for a delay fault, FL_REPLY for a reset or reject fault (whose slot it
- * notes in the packet), FL_TRIM for a stall's last bytes, else TC_ACT_UNSPEC. Global (not inlined), so the verifier checks it
- * once rather than once per candidate: inlined, the candidate loop exceeds the verifier's
+ * notes in the packet), FL_TRIM for a stall's last bytes, else TC_ACT_UNSPEC. A corrupt
+ * fault that picks the packet notes itself in the packet for fl_corrupt, unless another did
+ * first: one fault corrupts a packet. Global (not inlined), so the verifier checks it once
+ * rather than once per candidate: inlined, the candidate loop exceeds the verifier's
  * instruction budget. Scalars only, for kernels before 5.12.
  */
 __attribute__((noinline)) int fl_apply_fault(__u32 slot, __u32 dir, __u64 now)
@@ -575,6 +593,13 @@ __attribute__((noinline)) int fl_apply_fault(__u32 slot, __u32 dir, __u64 now)
 		return FL_REPLY;
 	case FL_ACTION_STALL:
 		return fl_stall(fault, conn, pkt, slot, dir, counters);
+	case FL_ACTION_CORRUPT:
+		if (!pkt->corrupt_bits && fl_chance(fault->action.corrupt_threshold)) {
+			pkt->corrupt_slot = slot;
+			pkt->corrupt_bits = fault->action.corrupt_bits;
+			pkt->corrupt_flags = fault->action.flags;
+		}
+		return TC_ACT_UNSPEC;
 	}
 	if (!fl_should_drop(fault))
 		return TC_ACT_UNSPEC;
@@ -702,14 +727,15 @@ __attribute__((noinline)) int fl_trim(struct __sk_buff *skb, __u32 dir)
 	dir &= 1;
 	slot = pkt->reply_slot;
 	counters = bpf_map_lookup_elem(&fl_counters, &slot);
-	l4 = pkt->answered.v6 ? FL_L4_V6 : FL_L4_V4;
+	l4 = pkt->l4_off;
 	keep = pkt->trim_keep;
-	if (!pkt->replyable || skb->gso_segs > 1 || keep >= pkt->payload)
+	/* Plain IP headers only (replyable), so l4 is at most FL_L4_V6. */
+	if (!pkt->replyable || skb->gso_segs > 1 || keep >= pkt->payload || l4 > FL_L4_V6)
 		goto drop;
 	if (!fl_is_partial(skb, l4 + 16))
 		goto drop;
-	old_len = pkt->tcp_hlen + pkt->payload;
-	new_len = pkt->tcp_hlen + keep;
+	old_len = pkt->payload_off - l4 + pkt->payload;
+	new_len = pkt->payload_off - l4 + keep;
 	if (bpf_skb_change_tail(skb, l4 + new_len, 0) < 0)
 		goto drop;
 	/* The pseudo-header's length, all of the segment that a CHECKSUM_PARTIAL field holds. */
@@ -748,6 +774,43 @@ drop:
 	return dir == FL_DIR_EGRESS ? TC_ACT_STOLEN : TC_ACT_SHOT;
 }
 
+/*
+ * Corrupts the CPU's packet for the fault fl_apply_fault noted, and returns the verdict
+ * (include/corrupt.h says what is flipped and how checksums are kept or broken). With a broken
+ * checksum, a CHECKSUM_PARTIAL skb cannot carry it (its checksum is completed later over the
+ * corrupted bytes, and a veth peer trusts it unchecked): it is dropped here instead, as the
+ * receiving kernel would have discarded it, and counted corrupted and dropped. Global, so
+ * verified once; the context and a scalar, as kernels before 5.12 allow.
+ */
+__attribute__((noinline)) int fl_corrupt(struct __sk_buff *skb, __u32 dir)
+{
+	struct fl_counters *counters;
+	struct fl_packet *pkt;
+	__u32 zero = 0, slot;
+	int flipped;
+
+	pkt = bpf_map_lookup_elem(&fl_scratch, &zero);
+	if (!pkt)
+		return TC_ACT_UNSPEC;
+	dir &= 1;
+	slot = pkt->corrupt_slot;
+	counters = bpf_map_lookup_elem(&fl_counters, &slot);
+	flipped = fl_flip_payload_bits(skb, pkt->proto, pkt->l4_off, pkt->payload_off,
+				       pkt->payload, pkt->corrupt_bits,
+				       pkt->corrupt_flags & FL_ACTION_F_BROKEN);
+	if (flipped == FL_CORRUPT_UNCARRIABLE) {
+		if (counters) {
+			counters->corrupted_packets[dir] += 1;
+			counters->dropped_packets[dir] += pkt->segs;
+			counters->dropped_bytes[dir] += pkt->len;
+		}
+		return dir == FL_DIR_EGRESS ? TC_ACT_STOLEN : TC_ACT_SHOT;
+	}
+	if (flipped > 0 && counters)
+		counters->corrupted_packets[dir] += 1;
+	return TC_ACT_UNSPEC;
+}
+
 static __always_inline int fl_handle(struct __sk_buff *skb, int dir)
 {
 	/* cls_bpf sets tc_classid to the filter's classid before running the program. */
@@ -783,6 +846,12 @@ static __always_inline int fl_handle(struct __sk_buff *skb, int dir)
 		if (verdict == FL_TRIM)
 			return fl_trim(skb, dir);
 		if (verdict != TC_ACT_UNSPEC && verdict != FL_STEER)
+			return verdict;
+	}
+	if (pkt->corrupt_bits) {
+		int verdict = fl_corrupt(skb, dir);
+
+		if (verdict != TC_ACT_UNSPEC)
 			return verdict;
 	}
 	if (!pkt->steer_class)

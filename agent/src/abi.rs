@@ -17,6 +17,8 @@ pub const MAX_PORT_RANGES: usize = 8;
 pub const MAX_PROTECTED: usize = 32;
 /// TCP connections the `fl_conns` LRU tracks, for the whole agent.
 pub const MAX_CONNS: u32 = 16384;
+/// Payload bits a corrupt fault flips in one packet, at most.
+pub const MAX_CORRUPT_BITS: u32 = 8;
 
 pub const DIR_EGRESS: usize = 0;
 pub const DIR_INGRESS: usize = 1;
@@ -29,10 +31,13 @@ pub const ACTION_BURST_LOSS: u32 = 3;
 pub const ACTION_DELAY: u32 = 4;
 pub const ACTION_RESET: u32 = 5;
 pub const ACTION_REJECT: u32 = 6;
+pub const ACTION_CORRUPT: u32 = 7;
 pub const ACTION_STALL: u32 = 8;
 
 /// `FlAction::flags`: a reset (or a stall that resets) tells the peer too.
 pub const ACTION_F_PEER: u32 = 1;
+/// `FlAction::flags`: a corrupt fault leaves the L4 checksum wrong.
+pub const ACTION_F_BROKEN: u32 = 2;
 /// `FlAction::flags`: a stall resets the connection past its budget rather than dropping.
 pub const ACTION_F_RESET: u32 = 4;
 
@@ -96,6 +101,8 @@ pub struct FlAction {
     pub burst_loss_good: u32,
     pub class_id: u32,
     pub flags: u32,
+    pub corrupt_threshold: u32,
+    pub corrupt_bits: u32,
     pub stall_bytes: u32,
     pub pad: u32,
 }
@@ -119,6 +126,7 @@ pub struct FlCounters {
     pub dropped_bytes: [u64; 2],
     pub resets_sent: [u64; 2],
     pub rejects_sent: [u64; 2],
+    pub corrupted_packets: [u64; 2],
     pub allowed_bytes: [u64; 2],
 }
 

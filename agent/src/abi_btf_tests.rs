@@ -82,7 +82,8 @@ fn rust_mirrors_match_the_compiled_btf() {
         "kind" => kind, "loss_threshold" => loss_threshold, "burst_enter" => burst_enter,
         "burst_exit" => burst_exit, "burst_loss_bad" => burst_loss_bad,
         "burst_loss_good" => burst_loss_good, "class_id" => class_id,
-        "flags" => flags, "stall_bytes" => stall_bytes, "pad" => pad,
+        "flags" => flags, "corrupt_threshold" => corrupt_threshold,
+        "corrupt_bits" => corrupt_bits, "stall_bytes" => stall_bytes, "pad" => pad,
     });
     assert_layout!(btf, "fl_fault", FlFault, {
         "deadline_ns" => deadline_ns, "match" => match_, "action" => action,
@@ -92,7 +93,7 @@ fn rust_mirrors_match_the_compiled_btf() {
         "matched_packets" => matched_packets, "matched_bytes" => matched_bytes,
         "dropped_packets" => dropped_packets, "dropped_bytes" => dropped_bytes,
         "resets_sent" => resets_sent, "rejects_sent" => rejects_sent,
-        "allowed_bytes" => allowed_bytes,
+        "corrupted_packets" => corrupted_packets, "allowed_bytes" => allowed_bytes,
     });
     assert_layout!(btf, "fl_conn_key", FlConnKey, {
         "slot" => slot, "local_port" => local_port, "remote_port" => remote_port,
@@ -145,6 +146,7 @@ fn rust_constants_match_the_header() {
     assert_eq!(define("FL_MAX_PORT_RANGES"), MAX_PORT_RANGES as u64);
     assert_eq!(define("FL_MAX_PROTECTED"), MAX_PROTECTED as u64);
     assert_eq!(define("FL_MAX_CONNS"), u64::from(MAX_CONNS));
+    assert_eq!(define("FL_MAX_CORRUPT_BITS"), u64::from(MAX_CORRUPT_BITS));
     assert_eq!(define("FL_DIR_EGRESS"), DIR_EGRESS as u64);
     assert_eq!(define("FL_DIR_INGRESS"), DIR_INGRESS as u64);
     assert_eq!(define("FL_ACTION_PARTITION"), u64::from(ACTION_PARTITION));
@@ -153,8 +155,10 @@ fn rust_constants_match_the_header() {
     assert_eq!(define("FL_ACTION_DELAY"), u64::from(ACTION_DELAY));
     assert_eq!(define("FL_ACTION_RESET"), u64::from(ACTION_RESET));
     assert_eq!(define("FL_ACTION_REJECT"), u64::from(ACTION_REJECT));
+    assert_eq!(define("FL_ACTION_CORRUPT"), u64::from(ACTION_CORRUPT));
     assert_eq!(define("FL_ACTION_STALL"), u64::from(ACTION_STALL));
     assert_eq!(define("FL_ACTION_F_PEER"), u64::from(ACTION_F_PEER));
+    assert_eq!(define("FL_ACTION_F_BROKEN"), u64::from(ACTION_F_BROKEN));
     assert_eq!(define("FL_ACTION_F_RESET"), u64::from(ACTION_F_RESET));
     assert_eq!(define("FL_CONN_ALL"), u64::from(CONN_ALL));
     assert_eq!(define("FL_CONN_NEW"), u64::from(CONN_NEW));

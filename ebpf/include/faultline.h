@@ -25,6 +25,7 @@
 #define FL_MAX_PORT_RANGES 8     /* `sport` / `dport` ranges per fault */
 #define FL_MAX_PROTECTED 32      /* the policy's protected targets */
 #define FL_MAX_CONNS 16384       /* TCP connections tracked (fl_conns, an LRU), for the agent */
+#define FL_MAX_CORRUPT_BITS 8    /* bits a corrupt fault flips in one packet */
 
 /* Index of the per-direction counters. */
 #define FL_DIR_EGRESS 0
@@ -41,11 +42,13 @@
 #define FL_ACTION_DELAY 4      /* steer into the fault's netem class (at ingress, via its ifb) */
 #define FL_ACTION_RESET 5      /* answer TCP segments (not SYN, not RST) with a RST */
 #define FL_ACTION_REJECT 6     /* answer a SYN with RST/ACK, a UDP datagram with port unreachable */
+#define FL_ACTION_CORRUPT 7    /* flip payload bits with probability corrupt_threshold / 2^32 */
 #define FL_ACTION_STALL 8      /* per TCP connection and direction: stall_bytes of payload, then none */
 
 /* fl_action.flags */
-#define FL_ACTION_F_PEER 1  /* FL_ACTION_RESET, FL_ACTION_STALL with F_RESET: the peer gets a RST too */
-#define FL_ACTION_F_RESET 4 /* FL_ACTION_STALL: past the budget, reset rather than drop */
+#define FL_ACTION_F_PEER 1   /* FL_ACTION_RESET, FL_ACTION_STALL with F_RESET: the peer gets a RST too */
+#define FL_ACTION_F_BROKEN 2 /* FL_ACTION_CORRUPT: the L4 checksum is left wrong, not recomputed */
+#define FL_ACTION_F_RESET 4  /* FL_ACTION_STALL: past the budget, reset rather than drop */
 
 /* fl_match.connections: which TCP connections a fault acts on. Other protocols have no opening
  * to see: every flow of theirs is new. */
@@ -100,6 +103,8 @@ struct fl_action {
 	__u32 burst_loss_good;/* Gilbert-Elliott 1-k: loss while good */
 	__u32 class_id;       /* FL_ACTION_DELAY: htb class handle, written to skb->priority */
 	__u32 flags;          /* FL_ACTION_F_* */
+	__u32 corrupt_threshold; /* FL_ACTION_CORRUPT: probability a matching packet is corrupted */
+	__u32 corrupt_bits;      /* FL_ACTION_CORRUPT: payload bits flipped, 1..FL_MAX_CORRUPT_BITS */
 	__u32 stall_bytes;    /* FL_ACTION_STALL: payload bytes each connection passes per direction */
 	__u32 pad;
 };
@@ -121,6 +126,8 @@ struct fl_counters {
 	__u64 dropped_bytes[2];
 	__u64 resets_sent[2];  /* RSTs built (the local side's and, when asked, the peer's) */
 	__u64 rejects_sent[2]; /* RST/ACKs and ICMP port unreachables built */
+	__u64 corrupted_packets[2]; /* packets whose payload a corrupt fault changed (or, with a
+				     * broken checksum it cannot carry, dropped: see fl_corrupt) */
 	__u64 allowed_bytes[2]; /* payload bytes a stall let through, each byte once */
 };
 

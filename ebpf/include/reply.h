@@ -134,8 +134,8 @@ static __always_inline void fl_frame_ip6(struct fl_frame *f, const struct fl_ans
 
 /* Whether the skb's L4 checksum is left to the device or stack (CHECKSUM_PARTIAL): a
  * non-pseudo change through bpf_l4_csum_replace moves the field of any other skb. The field
- * is as it was on return: the probe's own change is undone without touching skb->csum, which
- * it never entered. */
+ * holds what it held on entry on return: the probe's own change is undone without touching
+ * skb->csum, which it never entered. */
 static __always_inline int fl_is_partial(struct __sk_buff *skb, __u32 check_off)
 {
 	__u16 before = 0, after = 0;

@@ -110,7 +110,7 @@ pub fn render(snapshot: &Metrics) -> String {
     }
 
     type Read = fn(&DirectionCounters) -> u64;
-    let series: [(&str, &str, Read); 7] = [
+    let series: [(&str, &str, Read); 8] = [
         ("matched_packets", "Packets a fault's match selected", |c| {
             c.matched_packets
         }),
@@ -133,6 +133,11 @@ pub fn render(snapshot: &Metrics) -> String {
             "allowed_bytes",
             "Payload bytes a stall let through before it acted",
             |c| c.allowed_bytes,
+        ),
+        (
+            "corrupted_packets",
+            "Packets whose payload a corrupt fault changed",
+            |c| c.corrupted_packets,
         ),
     ];
     for (name, help, read) in series {
@@ -173,6 +178,8 @@ fn fault_labels(f: &FaultView) -> String {
         "reset"
     } else if f.fault.reject.is_some() {
         "reject"
+    } else if f.fault.corrupt.is_some() {
+        "corrupt"
     } else {
         "partition"
     };

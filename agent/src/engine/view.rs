@@ -34,6 +34,7 @@ impl Engine {
             resets_sent: c.resets_sent[d],
             rejects_sent: c.rejects_sent[d],
             allowed_bytes: c.allowed_bytes[d],
+            corrupted_packets: c.corrupted_packets[d],
         };
         let remaining = fault.deadline.remaining();
         FaultView {

@@ -2,6 +2,7 @@
 //! map entries. Pure: no I/O, no kernel calls.
 
 pub mod burst;
+pub mod corrupt;
 pub mod error;
 pub mod netem;
 pub mod plan;

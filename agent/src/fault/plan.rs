@@ -5,14 +5,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::corrupt::Checksum;
 use super::spec::{Action, FaultSpec, StallEnd};
 use super::values::{Cidr, Connections, Proto};
 use crate::{
     abi::{
         FlAction, FlCandidates, FlCidr, FlFault, FlMatch, FlPortRange, FlProtected,
-        FlProtectedList, PrefixKey, ACTION_BURST_LOSS, ACTION_DELAY, ACTION_F_PEER, ACTION_F_RESET,
-        ACTION_LOSS, ACTION_PARTITION, ACTION_REJECT, ACTION_RESET, ACTION_STALL, CONN_ALL,
-        CONN_ESTABLISHED, CONN_NEW, HOOK_EGRESS, HOOK_INGRESS, MAX_CANDIDATES, MAX_PROTECTED,
+        FlProtectedList, PrefixKey, ACTION_BURST_LOSS, ACTION_CORRUPT, ACTION_DELAY,
+        ACTION_F_BROKEN, ACTION_F_PEER, ACTION_F_RESET, ACTION_LOSS, ACTION_PARTITION,
+        ACTION_REJECT, ACTION_RESET, ACTION_STALL, CONN_ALL, CONN_ESTABLISHED, CONN_NEW,
+        HOOK_EGRESS, HOOK_INGRESS, MAX_CANDIDATES, MAX_PROTECTED,
     },
     policy::ProtectedTarget,
 };
@@ -104,6 +106,16 @@ pub fn fault_value(spec: &FaultSpec, flow_seed: u32) -> FlFault {
                 StallEnd::Drop => 0,
                 StallEnd::Reset { peer: false } => ACTION_F_RESET,
                 StallEnd::Reset { peer: true } => ACTION_F_RESET | ACTION_F_PEER,
+            },
+            ..FlAction::default()
+        },
+        Action::Corrupt(c) => FlAction {
+            kind: ACTION_CORRUPT,
+            corrupt_threshold: c.percent.as_u32_fraction(),
+            corrupt_bits: u32::from(c.bits.get()),
+            flags: match c.checksum {
+                Checksum::Recompute => 0,
+                Checksum::Broken => ACTION_F_BROKEN,
             },
             ..FlAction::default()
         },
@@ -391,6 +403,34 @@ mod tests {
         assert_eq!(bytes[10..14], [0xff, 0xff, 10, 1]);
         let mask: Vec<u8> = cidr.mask.iter().flat_map(|w| w.to_ne_bytes()).collect();
         assert_eq!(mask[12..16], [0xff, 0xff, 0, 0]);
+    }
+
+    #[test]
+    fn fault_value_encodes_corrupt() {
+        let value = fault_value(
+            &spec(
+                r#"{"target":{"dev":"e","match":{"proto":"udp"}},
+                "corrupt":{"percent":50,"bits":3,"checksum":"broken"},"duration":"1s"}"#,
+            ),
+            1,
+        );
+        assert_eq!(value.match_.hooks, HOOK_EGRESS);
+        assert_eq!(value.match_.proto, 17);
+        assert_eq!(value.action.kind, ACTION_CORRUPT);
+        assert_eq!(value.action.corrupt_threshold, 1 << 31);
+        assert_eq!(value.action.corrupt_bits, 3);
+        assert_eq!(value.action.flags, ACTION_F_BROKEN);
+        assert_eq!(
+            value.action.loss_threshold, 0,
+            "corrupt drops nothing by chance"
+        );
+        let recompute = fault_value(
+            &spec(r#"{"target":{"dev":"e"},"corrupt":{"percent":100},"duration":"1s"}"#),
+            1,
+        );
+        assert_eq!(recompute.action.corrupt_threshold, u32::MAX);
+        assert_eq!(recompute.action.corrupt_bits, 1);
+        assert_eq!(recompute.action.flags, 0);
     }
 
     #[test]

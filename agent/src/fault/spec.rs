@@ -6,6 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::burst::{BurstWire, GilbertElliott};
+use super::corrupt::{Corrupt, CorruptWire};
 use super::error::SpecError;
 use super::netem::{Netem, NetemWire};
 use super::values::{
@@ -36,6 +37,9 @@ pub struct FaultWire {
     pub stall: Option<StallWire>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_after: Option<ResetAfterWire>,
+    /// Flip payload bits, the checksum recomputed or left broken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<CorruptWire>,
     /// Delay and the rest of the netem model, applied by a netem qdisc.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netem: Option<NetemWire>,
@@ -250,6 +254,8 @@ pub enum Action {
         budget: u32,
         then: StallEnd,
     },
+    /// Flip payload bits of a share of the TCP and UDP packets.
+    Corrupt(Corrupt),
 }
 
 /// What a stall does once a connection has spent its budget.
@@ -262,8 +268,8 @@ pub enum StallEnd {
 }
 
 /// The actions of the wire form, in the order error messages name them.
-const ACTIONS: &str =
-    "\"loss\", \"partition\", \"netem\", \"reset\", \"reject\", \"stall\" or \"reset_after\"";
+const ACTIONS: &str = "\"loss\", \"partition\", \"netem\", \"reset\", \"reject\", \"stall\", \
+                       \"reset_after\" or \"corrupt\"";
 
 /// Duration bounds the agent enforces; the policy of issue 4 will extend this.
 #[derive(Clone, Copy, Debug)]
@@ -282,6 +288,7 @@ impl FaultSpec {
             wire.reject.is_some(),
             wire.stall.is_some(),
             wire.reset_after.is_some(),
+            wire.corrupt.is_some(),
         ];
         match given.iter().filter(|&&g| g).count() {
             0 => {
@@ -320,6 +327,8 @@ impl FaultSpec {
                     peer: after.peer.unwrap_or(false),
                 },
             }
+        } else if let Some(corrupt) = &wire.corrupt {
+            Action::Corrupt(Corrupt::from_wire(corrupt)?)
         } else {
             Action::Partition
         };
@@ -357,10 +366,13 @@ impl FaultSpec {
             Action::Partition | Action::Reset { .. } | Action::Reject | Action::Stall { .. } => {
                 Direction::Both
             }
-            Action::Loss(_) | Action::BurstLoss(_) | Action::Netem(_) => Direction::Egress,
+            Action::Loss(_) | Action::BurstLoss(_) | Action::Netem(_) | Action::Corrupt(_) => {
+                Direction::Egress
+            }
         };
         let target = target(&wire.target, default_direction)?;
-        let answers = match action {
+        // With `any`, the datapath leaves the packets it cannot act on alone.
+        let acts_on = match action {
             Action::Reset { .. } => Some(("reset", &[Proto::Any, Proto::Tcp][..])),
             Action::Reject => Some(("reject", &[Proto::Any, Proto::Tcp, Proto::Udp][..])),
             Action::Stall {
@@ -371,9 +383,10 @@ impl FaultSpec {
                 then: StallEnd::Reset { .. },
                 ..
             } => Some(("reset_after", &[Proto::Any, Proto::Tcp][..])),
+            Action::Corrupt(_) => Some(("corrupt", &[Proto::Any, Proto::Tcp, Proto::Udp][..])),
             Action::Partition | Action::Loss(_) | Action::BurstLoss(_) | Action::Netem(_) => None,
         };
-        if let Some((name, protos)) = answers {
+        if let Some((name, protos)) = acts_on {
             let proto = target.matcher.proto;
             if !protos.contains(&proto) {
                 let names: Vec<&str> = protos.iter().map(|p| p.name()).collect();
@@ -402,7 +415,8 @@ impl FaultSpec {
         let strings = |v: &[Cidr]| v.iter().map(ToString::to_string).collect();
         let ports = |v: &[PortRange]| v.iter().map(|p| PortWire::Text(p.to_string())).collect();
         let (mut loss, mut partition, mut netem) = (None, None, None);
-        let (mut reset, mut reject, mut stall, mut reset_after) = (None, None, None, None);
+        let (mut reset, mut reject, mut corrupt) = (None, None, None);
+        let (mut stall, mut reset_after) = (None, None);
         match &self.action {
             Action::Partition => partition = Some(PartitionWire {}),
             Action::Reset { peer } => reset = Some(ResetWire { peer: Some(*peer) }),
@@ -424,6 +438,7 @@ impl FaultSpec {
                     peer: Some(*peer),
                 })
             }
+            Action::Corrupt(c) => corrupt = Some(c.to_wire()),
             Action::Loss(p) => {
                 loss = Some(LossWire {
                     percent: Some(p.value()),
@@ -460,6 +475,7 @@ impl FaultSpec {
             reject,
             stall,
             reset_after,
+            corrupt,
             netem,
             duration: Some(format_duration(self.duration)),
             label: self.label.clone(),
@@ -834,6 +850,43 @@ mod tests {
         );
         assert_eq!(
             field_of(r#"{"target":{"dev":"e"},"reset":{},"reject":{},"duration":"1s"}"#),
+            "fault"
+        );
+    }
+
+    #[test]
+    fn corrupt_defaults_to_egress_and_acts_on_tcp_and_udp_only() {
+        let spec = parse(r#"{"target":{"dev":"eth0"},"corrupt":{"percent":2},"duration":"3s"}"#)
+            .expect("valid");
+        assert_eq!(spec.target.direction, Direction::Egress);
+        let Action::Corrupt(corrupt) = spec.action else {
+            panic!("{:?}", spec.action)
+        };
+        assert_eq!((corrupt.percent.value(), corrupt.bits.get()), (2.0, 1));
+        assert_eq!(FaultSpec::from_wire(&spec.to_wire(), &LIMITS), Ok(spec));
+        for proto in ["tcp", "udp"] {
+            let json = format!(
+                r#"{{"target":{{"dev":"e","match":{{"proto":"{proto}"}}}},
+                    "corrupt":{{"percent":50,"bits":3,"checksum":"broken"}},"duration":"1s"}}"#
+            );
+            assert!(parse(&json).is_ok(), "{proto}");
+        }
+        assert_eq!(
+            field_of(
+                r#"{"target":{"dev":"e","match":{"proto":"icmp"}},"corrupt":{"percent":1},
+                    "duration":"1s"}"#
+            ),
+            "fault.target.match.proto"
+        );
+        assert_eq!(
+            field_of(r#"{"target":{"dev":"e"},"corrupt":{"percent":1,"bits":9},"duration":"1s"}"#),
+            "fault.corrupt.bits"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"target":{"dev":"e"},"corrupt":{"percent":1},"loss":{"percent":1},
+                        "duration":"1s"}"#
+            ),
             "fault"
         );
     }

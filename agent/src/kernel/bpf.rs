@@ -323,6 +323,7 @@ impl Datapath {
                 sum.resets_sent[dir] += c.resets_sent[dir];
                 sum.rejects_sent[dir] += c.rejects_sent[dir];
                 sum.allowed_bytes[dir] += c.allowed_bytes[dir];
+                sum.corrupted_packets[dir] += c.corrupted_packets[dir];
             }
         }
         Ok(sum)

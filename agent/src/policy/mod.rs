@@ -31,6 +31,7 @@ use self::{
 };
 use crate::{
     fault::{
+        corrupt::Checksum,
         netem::NetemLoss,
         spec::{Action, FaultSpec, NetnsRef},
         values::{format_duration, Cidr, Percent, PortRange, Proto},
@@ -318,6 +319,12 @@ fn worst_loss(action: &Action) -> Option<(f64, &'static str)> {
             }
             // Its burst state (3) drops every packet until it leaves.
             NetemLoss::FourState { .. } => Some((100.0, "netem 4-state loss")),
+        },
+        // Corrupted packets with a broken checksum are discarded by the receiving kernel: to
+        // the application that is loss. With the checksum recomputed everything is delivered.
+        Action::Corrupt(c) => match c.checksum {
+            Checksum::Broken => Some((c.percent.value(), "corrupt with broken checksums")),
+            Checksum::Recompute => None,
         },
         // A partition, a reset, a reject and a stall are faults of their own kind, with no
         // rate to bound: allowed or not by the target rules (and never on protected traffic,

@@ -379,6 +379,8 @@ fn loss_maximum_covers_every_loss_model() {
         r#""netem":{"delay":"100ms"}"#,
         r#""netem":{"loss":{"burst":{"p":1,"r":10,"loss_bad":50,"loss_good":1}}}"#,
         r#""partition":{}"#,
+        r#""corrupt":{"percent":100}"#,
+        r#""corrupt":{"percent":50,"checksum":"broken"}"#,
     ];
     for action in allowed {
         assert_eq!(
@@ -394,6 +396,7 @@ fn loss_maximum_covers_every_loss_model() {
         r#""netem":{"delay":"10ms","loss":{"percent":60}}"#,
         r#""netem":{"loss":{"burst":{"p":1,"r":10,"loss_bad":90}}}"#,
         r#""netem":{"loss":{"state4":{"p13":1}}}"#,
+        r#""corrupt":{"percent":60,"checksum":"broken"}"#,
     ];
     for action in refused {
         assert_eq!(

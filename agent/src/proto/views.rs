@@ -32,6 +32,10 @@ pub struct DirectionCounters {
     /// Payload bytes a stall (or reset_after) let through before it acted, each byte once.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub allowed_bytes: u64,
+    /// Packets a corrupt fault corrupted (with a broken checksum on a packet that cannot carry
+    /// one, dropped in the receiver's place: then counted in `dropped_*` too).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub corrupted_packets: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

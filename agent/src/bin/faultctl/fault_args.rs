@@ -1,11 +1,13 @@
-//! The fault commands' flags (loss, delay, netem, partition, reset, reject, stall,
-//! reset-after), shared by applying a fault and
-//! by `faultctl run`, which adds the command to run; and the apply request they make.
+//! The fault commands' flags (loss, delay, netem, partition, reset, reject, stall, reset-after,
+//! corrupt), shared by
+//! applying a fault and by `faultctl run`, which adds the command to run; and the apply request
+//! they make.
 
 use clap::{Args, Subcommand, ValueEnum};
 use faultline::{
     fault::{
         burst::BurstWire,
+        corrupt::CorruptWire,
         spec::{
             FaultWire, LossWire, MatchWire, PartitionWire, PortWire, RejectWire, ResetAfterWire,
             ResetWire, StallWire, TargetWire,
@@ -123,6 +125,27 @@ pub(crate) enum FaultCmd<X: Args> {
         #[command(flatten)]
         then: X,
     },
+    /// Flip payload bits in a share of the matching TCP and UDP packets: with the checksum
+    /// recomputed the application receives the corrupted bytes; left broken, the receiving
+    /// kernel discards the packets (netem's corrupt).
+    Corrupt {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Percent of packets to corrupt, uniformly at random.
+        #[arg(long, required = true)]
+        percent: Option<f64>,
+        /// Payload bits flipped in each corrupted packet (1-8; default 1).
+        #[arg(long)]
+        bits: Option<i64>,
+        /// recompute (the default): the application gets corrupted bytes; broken: they are
+        /// discarded by the receiver.
+        #[arg(long, value_parser = ["recompute", "broken"])]
+        checksum: Option<String>,
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        then: X,
+    },
 }
 
 /// Nothing follows a plain fault command.
@@ -137,7 +160,8 @@ pub(crate) struct TargetArgs {
     /// Network namespace: a name under /run/netns, a path, or pid:N.
     #[arg(long)]
     pub(crate) netns: Option<String>,
-    /// egress, ingress or both (default: egress for loss, both for partition).
+    /// egress, ingress or both (default: egress for loss, netem and corrupt; both for partition,
+    /// reset and reject).
     #[arg(long)]
     pub(crate) direction: Option<String>,
     /// tcp, udp, icmp, icmpv6 or any.
@@ -199,7 +223,8 @@ impl<X: Args> FaultCmd<X> {
             | Self::Reset { common, .. }
             | Self::Reject { common, .. }
             | Self::Stall { common, .. }
-            | Self::ResetAfter { common, .. } => common,
+            | Self::ResetAfter { common, .. }
+            | Self::Corrupt { common, .. } => common,
         }
     }
 
@@ -212,7 +237,8 @@ impl<X: Args> FaultCmd<X> {
             | Self::Reset { then, .. }
             | Self::Reject { then, .. }
             | Self::Stall { then, .. }
-            | Self::ResetAfter { then, .. } => then,
+            | Self::ResetAfter { then, .. }
+            | Self::Corrupt { then, .. } => then,
         }
     }
 
@@ -227,7 +253,8 @@ impl<X: Args> FaultCmd<X> {
             | Self::Reset { target, .. }
             | Self::Reject { target, .. }
             | Self::Stall { target, .. }
-            | Self::ResetAfter { target, .. } => target,
+            | Self::ResetAfter { target, .. }
+            | Self::Corrupt { target, .. } => target,
         };
         let mut fault = FaultWire {
             target: target.to_wire(),
@@ -237,6 +264,7 @@ impl<X: Args> FaultCmd<X> {
             reject: None,
             stall: None,
             reset_after: None,
+            corrupt: None,
             netem: None,
             duration: common.duration.clone(),
             label: common.label.clone(),
@@ -256,6 +284,18 @@ impl<X: Args> FaultCmd<X> {
                 fault.reset_after = Some(ResetAfterWire {
                     bytes: *bytes,
                     peer: Some(*peer),
+                })
+            }
+            Self::Corrupt {
+                percent,
+                bits,
+                checksum,
+                ..
+            } => {
+                fault.corrupt = Some(CorruptWire {
+                    percent: *percent,
+                    bits: *bits,
+                    checksum: checksum.clone(),
                 })
             }
             Self::Delay { delay, netem, .. } | Self::Netem { delay, netem, .. } => {

@@ -40,11 +40,17 @@ pub(crate) fn print_fault(cli: &Cli, view: &FaultView) {
         );
     }
     for (name, d) in [("egress", c.egress), ("ingress", c.ingress)] {
-        if d.resets_sent + d.rejects_sent + d.allowed_bytes > 0 {
+        if d.resets_sent + d.rejects_sent > 0 {
             println!(
-                "{name:<8} resets sent {}, rejects sent {}, bytes allowed before a stall {}",
-                d.resets_sent, d.rejects_sent, d.allowed_bytes
+                "{name:<8} resets sent {}, rejects sent {}",
+                d.resets_sent, d.rejects_sent
             );
+        }
+        if d.allowed_bytes > 0 {
+            println!("{name:<8} bytes allowed before a stall {}", d.allowed_bytes);
+        }
+        if d.corrupted_packets > 0 {
+            println!("{name:<8} corrupted pkts {}", d.corrupted_packets);
         }
     }
 }
@@ -77,6 +83,15 @@ pub(crate) fn summary_of(fault: &FaultWire) -> String {
             ""
         };
         format!("reset{peer} after {} bytes", after.bytes)
+    } else if let Some(corrupt) = &fault.corrupt {
+        let mut text = format!("corrupt {}%", corrupt.percent.unwrap_or_default());
+        if let Some(bits) = corrupt.bits {
+            text += &format!(" {bits}bit");
+        }
+        if let Some(checksum) = &corrupt.checksum {
+            text += &format!(" checksum={checksum}");
+        }
+        text
     } else {
         "partition".to_owned()
     };
