@@ -34,7 +34,7 @@ EOF
 }
 
 # name|kind|duration|faultctl action flags (kind: partition, latency, loss, combined, and the
-# connection faults: reset, stall, reset_after)
+# connection and payload faults: reset, stall, reset_after, corrupt)
 SCENARIOS=(
     "partition-3s|partition|3s|partition"
     "partition-10s|partition|10s|partition"
@@ -50,6 +50,7 @@ SCENARIOS=(
     "exchange-reset|reset|10s|reset"
     "api-timeout|stall|10s|stall --bytes 512"
     "tls-handshake-failure|reset_after|10s|reset-after --bytes 512"
+    "corrupt-feed|corrupt|10s|corrupt --percent 100"
 )
 
 scenarios="" mode=sequential seed="" duration="" rto=30s target="" probe_kind="" probe_arg=""

@@ -214,9 +214,14 @@ fn a_latency_drill_runs_where_netem_exists_and_is_unsupported_elsewhere() {
 }
 
 #[test]
-fn the_connection_drills_fail_the_echo_probe_and_recover() {
+fn the_connection_and_payload_drills_fail_the_echo_probe_and_recover() {
     let reports = Reports::new("connection");
-    let scenarios = ["exchange-reset", "api-timeout", "tls-handshake-failure"];
+    let scenarios = [
+        "exchange-reset",
+        "api-timeout",
+        "tls-handshake-failure",
+        "corrupt-feed",
+    ];
     let out = drill(
         &reports,
         &["--scenarios", &scenarios.join(","), "--duration", "2s"],
@@ -236,5 +241,5 @@ fn the_connection_drills_fail_the_echo_probe_and_recover() {
             "{report}"
         );
     }
-    assert_eq!(reports.read("summary.json")["counts"]["pass"], 3);
+    assert_eq!(reports.read("summary.json")["counts"]["pass"], 4);
 }
