@@ -311,7 +311,10 @@ fn several_faults_on_one_device_and_revoking_one_leaves_the_others() {
 fn the_verifier_accepts_every_program_with_headroom() {
     faultline_tests::lab::require_root();
     const LIMIT: u64 = 1_000_000;
-    const HEADROOM: u64 = 10;
+    // 5.10's verifier prunes less than later ones: 117k instructions processed per hook there
+    // against 27-31k on 6.1 to 6.18, with every action. Five times under the limit leaves room
+    // for the next action on the oldest kernel of the matrix.
+    const HEADROOM: u64 = 5;
     let dir = std::env::temp_dir().join(format!("faultline-verifier-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let object = dir.join("faults.bpf.o");

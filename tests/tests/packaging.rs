@@ -347,11 +347,14 @@ fn api_server_refusals(container: &Value) -> Vec<String> {
 
 #[test]
 fn the_daemonset_passes_the_kubernetes_schema() {
-    let Some(python) = faultline_tests::python::venv_python() else {
-        assert!(in_test_vm(), "no Python environment: run scripts/setup.sh");
-        println!("skipped the schema check: no Python in this guest");
+    // The guest's copy of the venv leaves kubernetes-validate out (110 MB); the schema does
+    // not depend on the kernel, and the host stage checks it.
+    if in_test_vm() {
+        println!("skipped the schema check in the VM: the host stage makes it");
         return;
-    };
+    }
+    let python = faultline_tests::python::venv_python()
+        .expect("no Python environment: run scripts/setup.sh");
     // The newest schema kubernetes-validate has, and the oldest the manifest is for
     // (securityContext.appArmorProfile is 1.30's).
     for version in [None, Some("1.30.0")] {

@@ -14,7 +14,7 @@ pub struct BenchArgs {
     /// Fewer samples and shorter runs (about 3 minutes), for a check that it all works.
     #[arg(long)]
     quick: bool,
-    /// Only these sections: control, datapath, fidelity, vm (comma-separated).
+    /// Only these sections: control, datapath, actions, fidelity, vm (comma-separated).
     #[arg(long)]
     only: Option<String>,
     /// Also measure delay faults (netem) in a VM, as `cargo xtask vm-test` boots one.
@@ -57,8 +57,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let release = root.join("target/release");
     let sections: Vec<&str> = match &args.only {
         Some(only) => only.split(',').collect(),
-        None if args.vm => vec!["control", "datapath", "fidelity", "vm"],
-        None => vec!["control", "datapath", "fidelity"],
+        None if args.vm => vec!["control", "datapath", "actions", "fidelity", "vm"],
+        None => vec!["control", "datapath", "actions", "fidelity"],
     };
     let host: Vec<&str> = sections.iter().copied().filter(|s| *s != "vm").collect();
     let bench = |extra: &[&str]| {

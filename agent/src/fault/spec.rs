@@ -483,14 +483,19 @@ impl FaultSpec {
     }
 }
 
-/// A stall's budget: 0 (nothing passes) up to 4 GiB - 1, the datapath's 32-bit sequence space.
+/// A stall's budget: 0 (nothing passes) up to 2 GiB - 1. The datapath compares TCP sequence
+/// numbers, which wrap at 2^32, by their signed difference: half the space is the most it
+/// can tell ahead from behind.
 fn stall_budget(bytes: i64, field: &str) -> Result<u32, SpecError> {
-    u32::try_from(bytes).map_err(|_| {
-        SpecError::new(
-            field,
-            format!("{bytes} is not a byte count in 0..={}", u32::MAX),
-        )
-    })
+    i32::try_from(bytes)
+        .ok()
+        .and_then(|b| u32::try_from(b).ok())
+        .ok_or_else(|| {
+            SpecError::new(
+                field,
+                format!("{bytes} is not a byte count in 0..={}", i32::MAX),
+            )
+        })
 }
 
 fn loss_action(loss: &LossWire) -> Result<Action, SpecError> {
@@ -816,7 +821,7 @@ mod tests {
         );
         assert_eq!(
             field_of(
-                r#"{"target":{"dev":"e"},"reset_after":{"bytes":4294967296},"duration":"1s"}"#
+                r#"{"target":{"dev":"e"},"reset_after":{"bytes":2147483648},"duration":"1s"}"#
             ),
             "fault.reset_after.bytes"
         );

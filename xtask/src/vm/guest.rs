@@ -55,7 +55,6 @@ const PYTHON_LEFT_OUT: &[&str] = &[
     "pip",
     "setuptools",
     "pkg_resources",
-    "_distutils_hack",
     "kubernetes_validate",
 ];
 

@@ -218,8 +218,27 @@ impl Rules {
     }
 }
 
+/// kernel.bpf_stats_enabled on while this lives, then as it was.
+pub struct BpfStats(String);
+
+const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    pub fn enable() -> BpfStats {
+        let before = std::fs::read_to_string(STATS_SYSCTL).unwrap_or_else(|_| "0".into());
+        let _ = std::fs::write(STATS_SYSCTL, "1");
+        BpfStats(before.trim().to_owned())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(STATS_SYSCTL, &self.0);
+    }
+}
+
 /// run_time_ns and run_cnt summed over faultd's programs (kernel.bpf_stats_enabled).
-fn prog_stats(pid: u32) -> (f64, f64) {
+pub fn prog_stats(pid: u32) -> (f64, f64) {
     let mut total = (0.0, 0.0);
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return total;
@@ -253,9 +272,7 @@ pub fn run(quick: bool) -> Vec<Figure> {
     } else {
         &[1, 1_000, 10_000]
     };
-    let stats_sysctl = "/proc/sys/kernel/bpf_stats_enabled";
-    let stats_before = std::fs::read_to_string(stats_sysctl).unwrap_or_else(|_| "0".into());
-    let _ = std::fs::write(stats_sysctl, "1");
+    let _stats = BpfStats::enable();
 
     let mut configs = vec![(Rules::Nothing, 0)];
     for rules in [
@@ -319,6 +336,5 @@ pub fn run(quick: bool) -> Vec<Figure> {
             }
         }
     }
-    let _ = std::fs::write(stats_sysctl, stats_before.trim());
     figures
 }

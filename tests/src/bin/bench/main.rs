@@ -2,12 +2,13 @@
 //! points `FAULTLINE_BIN_DIR` at it). Measures faultd side by side with tc, iptables and nft in
 //! a lab of network namespaces, and writes bench/results.json and bench/RESULTS.md.
 //!
-//! `faultline-bench [--quick] [--out DIR] [--only control,datapath,fidelity,netem] [--render]`
+//! `faultline-bench [--quick] [--out DIR] [--only control,datapath,actions,fidelity,netem] [--render]`
 //!
 //! The netem section needs a kernel with sch_netem, so it runs only when named: `cargo xtask
 //! bench --vm` runs it in a guest, which prints its results for the host to keep.
 //! `--render` only rewrites RESULTS.md from the results files in DIR.
 
+mod actions;
 mod control;
 mod datapath;
 mod fidelity;
@@ -35,7 +36,7 @@ fn main() -> ExitCode {
                     .map(|s| s.split(',').map(String::from).collect())
             }
             other => {
-                eprintln!("faultline-bench: unknown argument {other:?}\nusage: faultline-bench [--quick] [--out DIR] [--only control,datapath,fidelity,netem] [--render]");
+                eprintln!("faultline-bench: unknown argument {other:?}\nusage: faultline-bench [--quick] [--out DIR] [--only control,datapath,actions,fidelity,netem] [--render]");
                 return ExitCode::from(2);
             }
         }
@@ -62,6 +63,10 @@ fn main() -> ExitCode {
     if wanted("datapath") {
         eprintln!("bench: datapath");
         figures.extend(datapath::run(quick));
+    }
+    if wanted("actions") {
+        eprintln!("bench: actions");
+        figures.extend(actions::run(quick));
     }
     if wanted("fidelity") {
         eprintln!("bench: fidelity");
