@@ -249,11 +249,14 @@ fn the_systemd_unit_passes_systemd_analyze_verify_and_security() {
     if !systemd_analyze_here() {
         return;
     }
-    // verify checks that ExecStart's binary exists: point it at the one just built.
+    // verify checks that ExecStart's binary exists: point it at the one just built, through a
+    // link in the temporary directory, since the checkout's path may hold a space, which a
+    // unit's command line would split on.
     let dir = TempDir::new("unit");
     let staged = dir.0.join("faultd.service");
     let unit = read("deploy/systemd/faultd.service");
-    let faultd = bin_path("faultd");
+    let faultd = dir.0.join("faultd");
+    std::os::unix::fs::symlink(bin_path("faultd"), &faultd).expect("link faultd");
     fs::write(
         &staged,
         unit.replace("/usr/local/bin/faultd", &faultd.display().to_string()),
