@@ -40,6 +40,13 @@ struct {
 } fl_counters SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FL_MAX_FAULTS);
+	__type(key, __u32);
+	__type(value, struct fl_action_counters);
+} fl_action_counters SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, FL_MAX_PREFIXES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -387,6 +394,17 @@ static __always_inline int fl_should_drop(struct fl_fault *fault)
 	return 0;
 }
 
+/* Drops the packet at hook `dir` and counts it: egress's verdict takes the skb, ingress's drops. */
+static __always_inline int fl_drop(struct fl_counters *counters, const struct fl_packet *pkt,
+				   __u32 dir)
+{
+	if (counters) {
+		counters->dropped_packets[dir & 1] += pkt->segs;
+		counters->dropped_bytes[dir & 1] += pkt->len;
+	}
+	return dir == FL_DIR_EGRESS ? TC_ACT_STOLEN : TC_ACT_SHOT;
+}
+
 static __always_inline void fl_conn_key_of(struct fl_conn_key *key, __u32 slot,
 					   const struct fl_packet *pkt)
 {
@@ -447,16 +465,17 @@ static __always_inline int fl_connection_matches(const struct fl_match *m,
 }
 
 /* Data up to sequence number `upto` has passed a stall: what passes for the first time counts. */
-static __always_inline void fl_allow(struct fl_conn *conn, struct fl_counters *counters, __u32 dir,
-				     __u32 upto)
+static __always_inline void fl_allow(struct fl_conn *conn, __u32 slot, __u32 dir, __u32 upto)
 {
+	struct fl_action_counters *acts;
 	__s32 ahead = (__s32)(upto - conn->allowed_end[dir & 1]);
 
 	if (ahead <= 0)
 		return;
 	conn->allowed_end[dir & 1] = upto;
-	if (counters)
-		counters->allowed_bytes[dir & 1] += ahead;
+	acts = bpf_map_lookup_elem(&fl_action_counters, &slot);
+	if (acts)
+		__sync_fetch_and_add(&acts->allowed_bytes[dir & 1], ahead);
 }
 
 /*
@@ -494,7 +513,7 @@ static __always_inline int fl_stall(struct fl_fault *fault, struct fl_conn *conn
 	room = (__s32)(end - seq);
 	if (room > 0 && pkt->payload <= (__u32)room && !(pkt->payload == (__u32)room &&
 							  (pkt->tcp_flags & FL_TCP_FIN))) {
-		fl_allow(conn, counters, dir, seq + pkt->payload);
+		fl_allow(conn, slot, dir, seq + pkt->payload);
 		return TC_ACT_UNSPEC;
 	}
 	if (room > 0 && pkt->payload > (__u32)room) {
@@ -508,11 +527,7 @@ static __always_inline int fl_stall(struct fl_fault *fault, struct fl_conn *conn
 		pkt->reply_flags = fault->action.flags;
 		return FL_REPLY;
 	}
-	if (counters) {
-		counters->dropped_packets[dir] += pkt->segs;
-		counters->dropped_bytes[dir] += pkt->len;
-	}
-	return dir == FL_DIR_EGRESS ? TC_ACT_STOLEN : TC_ACT_SHOT;
+	return fl_drop(counters, pkt, dir);
 }
 
 /*
@@ -603,11 +618,7 @@ __attribute__((noinline)) int fl_apply_fault(__u32 slot, __u32 dir, __u64 now)
 	}
 	if (!fl_should_drop(fault))
 		return TC_ACT_UNSPEC;
-	if (counters) {
-		counters->dropped_packets[dir] += pkt->segs;
-		counters->dropped_bytes[dir] += pkt->len;
-	}
-	return dir == FL_DIR_EGRESS ? TC_ACT_STOLEN : TC_ACT_SHOT;
+	return fl_drop(counters, pkt, dir);
 }
 
 /* Where a reply goes from hook `dir`: back to this host (the device's ingress) from egress,
@@ -633,6 +644,7 @@ static __always_inline int fl_send_back(struct __sk_buff *skb, __u32 dir, int cl
  */
 __attribute__((noinline)) int fl_reply(struct __sk_buff *skb, __u32 dir)
 {
+	struct fl_action_counters *acts;
 	struct fl_counters *counters;
 	struct fl_packet *pkt;
 	__u32 zero = 0, slot;
@@ -645,6 +657,7 @@ __attribute__((noinline)) int fl_reply(struct __sk_buff *skb, __u32 dir)
 	dir &= 1;
 	slot = pkt->reply_slot;
 	counters = bpf_map_lookup_elem(&fl_counters, &slot);
+	acts = bpf_map_lookup_elem(&fl_action_counters, &slot);
 	if (!pkt->replyable)
 		goto drop;
 	if (pkt->reply_kind == FL_ACTION_REJECT) {
@@ -656,25 +669,25 @@ __attribute__((noinline)) int fl_reply(struct __sk_buff *skb, __u32 dir)
 					pkt->tcp_seq + 1 + pkt->payload) < 0) {
 			goto drop;
 		}
-		if (counters)
-			counters->rejects_sent[dir] += 1;
+		if (acts)
+			__sync_fetch_and_add(&acts->rejects_sent[dir], 1);
 		return fl_send_back(skb, dir, 0);
 	}
-	if (counters)
-		sent = &counters->resets_sent[dir];
+	if (acts)
+		sent = &acts->resets_sent[dir];
 	if (dir == FL_DIR_EGRESS) {
 		/* This host's RST comes back in at the device; the peer's goes on out. */
 		if (fl_tcp_reply(skb, &pkt->frame, &pkt->answered, 1, FL_TCP_RST, pkt->tcp_ack, 0) < 0)
 			goto drop;
 		if (!(pkt->reply_flags & FL_ACTION_F_PEER)) {
 			if (sent)
-				*sent += 1;
+				__sync_fetch_and_add(sent, 1);
 			return fl_send_back(skb, dir, 0);
 		}
 		if (fl_send_back(skb, dir, 1) < 0)
 			goto drop;
 		if (sent)
-			*sent += 1;
+			__sync_fetch_and_add(sent, 1);
 		verdict = fl_tcp_reply(skb, &pkt->frame, &pkt->answered, 0, FL_TCP_RST | FL_TCP_ACK,
 				       pkt->tcp_seq, pkt->tcp_ack);
 	} else {
@@ -686,7 +699,7 @@ __attribute__((noinline)) int fl_reply(struct __sk_buff *skb, __u32 dir)
 			if (fl_send_back(skb, dir, 1) < 0)
 				goto drop;
 			if (sent)
-				*sent += 1;
+				__sync_fetch_and_add(sent, 1);
 		}
 		verdict = fl_tcp_reply(skb, &pkt->frame, &pkt->answered, 0, FL_TCP_RST, pkt->tcp_seq,
 				       0);
@@ -694,14 +707,10 @@ __attribute__((noinline)) int fl_reply(struct __sk_buff *skb, __u32 dir)
 	if (verdict < 0)
 		goto drop;
 	if (sent)
-		*sent += 1;
+		__sync_fetch_and_add(sent, 1);
 	return TC_ACT_UNSPEC;
 drop:
-	if (counters) {
-		counters->dropped_packets[dir] += pkt->segs;
-		counters->dropped_bytes[dir] += pkt->len;
-	}
-	return dir == FL_DIR_EGRESS ? TC_ACT_STOLEN : TC_ACT_SHOT;
+	return fl_drop(counters, pkt, dir);
 }
 
 /*
@@ -764,14 +773,10 @@ __attribute__((noinline)) int fl_trim(struct __sk_buff *skb, __u32 dir)
 	fl_conn_key_of(&key, slot, pkt);
 	conn = bpf_map_lookup_elem(&fl_conns, &key);
 	if (conn)
-		fl_allow(conn, counters, dir, pkt->tcp_seq + keep);
+		fl_allow(conn, slot, dir, pkt->tcp_seq + keep);
 	return TC_ACT_UNSPEC;
 drop:
-	if (counters) {
-		counters->dropped_packets[dir] += pkt->segs;
-		counters->dropped_bytes[dir] += pkt->len;
-	}
-	return dir == FL_DIR_EGRESS ? TC_ACT_STOLEN : TC_ACT_SHOT;
+	return fl_drop(counters, pkt, dir);
 }
 
 /*
@@ -784,7 +789,7 @@ drop:
  */
 __attribute__((noinline)) int fl_corrupt(struct __sk_buff *skb, __u32 dir)
 {
-	struct fl_counters *counters;
+	struct fl_action_counters *acts;
 	struct fl_packet *pkt;
 	__u32 zero = 0, slot;
 	int flipped;
@@ -794,20 +799,16 @@ __attribute__((noinline)) int fl_corrupt(struct __sk_buff *skb, __u32 dir)
 		return TC_ACT_UNSPEC;
 	dir &= 1;
 	slot = pkt->corrupt_slot;
-	counters = bpf_map_lookup_elem(&fl_counters, &slot);
 	flipped = fl_flip_payload_bits(skb, pkt->proto, pkt->l4_off, pkt->payload_off,
 				       pkt->payload, pkt->corrupt_bits,
 				       pkt->corrupt_flags & FL_ACTION_F_BROKEN);
-	if (flipped == FL_CORRUPT_UNCARRIABLE) {
-		if (counters) {
-			counters->corrupted_packets[dir] += 1;
-			counters->dropped_packets[dir] += pkt->segs;
-			counters->dropped_bytes[dir] += pkt->len;
-		}
-		return dir == FL_DIR_EGRESS ? TC_ACT_STOLEN : TC_ACT_SHOT;
-	}
-	if (flipped > 0 && counters)
-		counters->corrupted_packets[dir] += 1;
+	if (flipped <= 0 && flipped != FL_CORRUPT_UNCARRIABLE)
+		return TC_ACT_UNSPEC;
+	acts = bpf_map_lookup_elem(&fl_action_counters, &slot);
+	if (acts)
+		__sync_fetch_and_add(&acts->corrupted_packets[dir], 1);
+	if (flipped == FL_CORRUPT_UNCARRIABLE)
+		return fl_drop(bpf_map_lookup_elem(&fl_counters, &slot), pkt, dir);
 	return TC_ACT_UNSPEC;
 }
 

@@ -51,6 +51,7 @@ pub const PREFIX_ATTACHMENT_BITS: u32 = 32;
 
 pub const MAP_FAULTS: &str = "fl_faults";
 pub const MAP_COUNTERS: &str = "fl_counters";
+pub const MAP_ACTION_COUNTERS: &str = "fl_action_counters";
 pub const MAP_PREFIXES: &str = "fl_prefixes";
 pub const MAP_PROTECTED: &str = "fl_protected";
 pub const MAP_SCRATCH: &str = "fl_scratch";
@@ -124,6 +125,11 @@ pub struct FlCounters {
     pub matched_bytes: [u64; 2],
     pub dropped_packets: [u64; 2],
     pub dropped_bytes: [u64; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlActionCounters {
     pub resets_sent: [u64; 2],
     pub rejects_sent: [u64; 2],
     pub corrupted_packets: [u64; 2],
@@ -186,6 +192,8 @@ pub struct FlConn {
 unsafe impl Pod for FlFault {}
 // SAFETY: as above.
 unsafe impl Pod for FlCounters {}
+// SAFETY: as above.
+unsafe impl Pod for FlActionCounters {}
 // SAFETY: as above.
 unsafe impl Pod for FlPrefixData {}
 // SAFETY: as above.

@@ -92,6 +92,8 @@ fn rust_mirrors_match_the_compiled_btf() {
     assert_layout!(btf, "fl_counters", FlCounters, {
         "matched_packets" => matched_packets, "matched_bytes" => matched_bytes,
         "dropped_packets" => dropped_packets, "dropped_bytes" => dropped_bytes,
+    });
+    assert_layout!(btf, "fl_action_counters", FlActionCounters, {
         "resets_sent" => resets_sent, "rejects_sent" => rejects_sent,
         "corrupted_packets" => corrupted_packets, "allowed_bytes" => allowed_bytes,
     });

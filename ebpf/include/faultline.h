@@ -15,7 +15,7 @@
 /*
  * One set of maps serves every namespace and device: a packet's entries in fl_prefixes are
  * those of the filter that runs the program, which carries its attachment id as its classid
- * (skb->tc_classid when the program starts). faultd sizes fl_faults and fl_counters at load
+ * (skb->tc_classid when the program starts). faultd sizes fl_faults and both counter maps at load
  * (--max-faults); these are the object's defaults.
  */
 #define FL_MAX_FAULTS 1024       /* fault slots, for the whole agent */
@@ -118,12 +118,23 @@ struct fl_fault {
 	__u32 pad;
 };
 
-/* Value of fl_counters (per CPU), indexed by slot, each array indexed by FL_DIR_*. */
+/*
+ * Value of fl_counters (per CPU), indexed by slot, each array indexed by FL_DIR_*: what every
+ * matching packet adds to, so each CPU has its own.
+ */
 struct fl_counters {
 	__u64 matched_packets[2];
 	__u64 matched_bytes[2];
 	__u64 dropped_packets[2];
 	__u64 dropped_bytes[2];
+};
+
+/*
+ * Value of fl_action_counters (one for all CPUs, added to atomically), indexed by slot: what
+ * only one action adds to, on packets it already spends far more on than an atomic add.
+ * Per CPU, these would double the datapath's memory on a many-CPU host.
+ */
+struct fl_action_counters {
 	__u64 resets_sent[2];  /* RSTs built (the local side's and, when asked, the peer's) */
 	__u64 rejects_sent[2]; /* RST/ACKs and ICMP port unreachables built */
 	__u64 corrupted_packets[2]; /* packets whose payload a corrupt fault changed (or, with a

@@ -435,8 +435,33 @@ fn a_dry_run_lists_the_kernel_objects_and_changes_nothing() {
     for expected in ["fault_slot", "clsact", "tc_filter", "trie_entry"] {
         assert!(kinds.contains(&create(expected)), "{expected}: {kinds:?}");
     }
-    // The programs are loaded once, when faultd starts.
-    assert!(!kinds.iter().any(|(k, _)| k == "bpf_programs"), "{kinds:?}");
+    // The programs are loaded once, when faultd starts; a partition tracks no connection.
+    for absent in ["bpf_programs", "connection_entries"] {
+        assert!(
+            !kinds.iter().any(|(k, _)| k == absent),
+            "{absent}: {kinds:?}"
+        );
+    }
+    // A stall counts its budget per connection.
+    let out = agent.faultctl(&[
+        "--json",
+        "stall",
+        "--netns",
+        ns,
+        "--dev",
+        dev,
+        "--dport",
+        "443",
+        "--bytes",
+        "512",
+        "--for",
+        "30s",
+        "--dry-run",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stall = serde_json::from_slice::<Value>(&out.stdout).expect("JSON");
+    let kinds = kinds_of(&stall);
+    assert!(kinds.contains(&create("connection_entries")), "{kinds:?}");
     assert_eq!(
         tc_snapshot(ns, dev),
         before,

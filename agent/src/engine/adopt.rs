@@ -321,6 +321,8 @@ fn active_fault(
         ifindex: record.ifindex,
     };
     let prefixes = plan::prefix_keys(&spec, attachment);
+    // What the slot holds but its deadline and flow seed, which these two do not look at.
+    let value = plan::fault_value(&spec, 0);
     let hooks = hooks_of(&spec);
     Some(ActiveFault {
         id: record.id.clone(),
@@ -335,6 +337,8 @@ fn active_fault(
             prefixes,
             delay: record.delay,
             acquired: true,
+            tracks_connections: plan::tracks_connections(&value),
+            counts_actions: plan::counts_actions(&value),
         },
         hooks,
         applied_at: std::time::UNIX_EPOCH

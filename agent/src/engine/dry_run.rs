@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     abi::{PrefixKey, PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_STEER},
-    fault::{plan, values::Connections},
+    fault::plan,
     kernel::{
         self,
         bpf::Hook,
@@ -56,7 +56,7 @@ impl Engine {
                 &device,
                 &hooks,
                 netem.is_some(),
-                spec.target.connections != Connections::All,
+                plan::tracks_connections(&plan::fault_value(&spec, 0)),
                 &prefixes,
             ),
         })
@@ -150,7 +150,7 @@ fn planned(
     }
     objects.push(object(
         "fault_slot",
-        "this fault's entry in fl_faults and fl_counters".to_owned(),
+        "this fault's entry in fl_faults and its counters".to_owned(),
         false,
     ));
     if tracks_connections {

@@ -17,7 +17,7 @@ use super::{
     netns_path, ActiveFault, ConnectionId, Engine, EngineError,
 };
 use crate::{
-    abi::{FlCounters, FlFault, PrefixKey},
+    abi::{FlFault, PrefixKey},
     fault::{
         error::SpecError,
         plan::{self, TrieChanges},
@@ -25,7 +25,7 @@ use crate::{
         values::{format_duration, parse_duration},
     },
     kernel::{
-        bpf::Hook,
+        bpf::{Hook, SlotCounters},
         netns::{Netns, NetnsId},
         pins, KernelError,
     },
@@ -89,6 +89,10 @@ pub struct Installed {
     pub delay: Option<DelayClass>,
     /// Whether the device counts this fault (clsact and filters acquired).
     pub acquired: bool,
+    /// Whether its packets may have entered `fl_conns` (`plan::tracks_connections`).
+    pub tracks_connections: bool,
+    /// Whether its action counts in `fl_action_counters` (`plan::counts_actions`).
+    pub counts_actions: bool,
 }
 
 impl Engine {
@@ -213,6 +217,8 @@ impl Engine {
             prefixes: Vec::new(),
             delay: None,
             acquired: false,
+            tracks_connections: plan::tracks_connections(&value),
+            counts_actions: plan::counts_actions(&value),
         };
         let result = match tracked {
             Ok(new) => {
@@ -314,12 +320,12 @@ impl Engine {
         netns: NetnsId,
         installed: &Installed,
         hooks: &[Hook],
-    ) -> (Option<FlCounters>, Vec<KernelError>) {
+    ) -> (Option<SlotCounters>, Vec<KernelError>) {
         let changes = self.index.remove(installed.slot, &installed.prefixes);
         let mut errors = self.write_trie(&changes);
         let counters = self
             .datapath
-            .read_counters(installed.slot)
+            .read_counters(installed.slot, installed.counts_actions)
             .map_err(|e| errors.push(e))
             .ok();
         errors.extend(
@@ -328,11 +334,13 @@ impl Engine {
                 .err(),
         );
         // After the slot is cleared, so no packet can track a connection under it again.
-        errors.extend(
-            self.datapath
-                .forget_connections(&BTreeSet::from([installed.slot]))
-                .err(),
-        );
+        if installed.tracks_connections {
+            errors.extend(
+                self.datapath
+                    .forget_connections(&BTreeSet::from([installed.slot]))
+                    .err(),
+            );
+        }
         self.slots.put_back(installed.slot);
         if let Some(namespace) = self.namespaces.get_mut(&netns) {
             if let Some(class) = &installed.delay {
@@ -433,7 +441,7 @@ impl Engine {
         &mut self,
         fault: ActiveFault,
         state: FaultState,
-        counters: Option<FlCounters>,
+        counters: Option<SlotCounters>,
         errors: &[String],
         reason: Option<&str>,
     ) -> FaultView {
@@ -503,14 +511,17 @@ impl Engine {
         // The traffic is released: what the datapath holds for these faults (slots, trie
         // entries under the namespace's attachments) no packet can reach, and goes once the
         // answer is out (`clear_datapath`).
-        let mut finals: HashMap<&str, FlCounters> = HashMap::new();
+        let mut finals: HashMap<&str, SlotCounters> = HashMap::new();
         let mut attachments = BTreeSet::new();
         for id in &ids {
             let Some(fault) = self.faults.get(id) else {
                 continue;
             };
             let slot = fault.installed.slot;
-            if let Ok(counters) = self.datapath.read_counters(slot) {
+            let read = self
+                .datapath
+                .read_counters(slot, fault.installed.counts_actions);
+            if let Ok(counters) = read {
                 finals.insert(id, counters);
             }
             attachments.extend(fault.installed.prefixes.iter().map(|key| key.attachment));

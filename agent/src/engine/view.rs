@@ -5,14 +5,15 @@ use std::time::SystemTime;
 
 use super::{deadline::unix_ms, ActiveFault, Engine};
 use crate::{
-    abi::{FlCounters, DIR_EGRESS, DIR_INGRESS},
+    abi::{DIR_EGRESS, DIR_INGRESS},
+    kernel::bpf::SlotCounters,
     proto::{Counters, DirectionCounters, Event, EventKind, FaultState, FaultView, Lease},
 };
 
 impl Engine {
-    fn counters_of(&self, fault: &ActiveFault) -> FlCounters {
+    fn counters_of(&self, fault: &ActiveFault) -> SlotCounters {
         self.datapath
-            .read_counters(fault.installed.slot)
+            .read_counters(fault.installed.slot, fault.installed.counts_actions)
             .unwrap_or_default()
     }
 
@@ -24,17 +25,17 @@ impl Engine {
         &self,
         fault: &ActiveFault,
         state: FaultState,
-        c: FlCounters,
+        SlotCounters { traffic, actions }: SlotCounters,
     ) -> FaultView {
         let dir = |d: usize| DirectionCounters {
-            matched_packets: c.matched_packets[d],
-            matched_bytes: c.matched_bytes[d],
-            dropped_packets: c.dropped_packets[d],
-            dropped_bytes: c.dropped_bytes[d],
-            resets_sent: c.resets_sent[d],
-            rejects_sent: c.rejects_sent[d],
-            allowed_bytes: c.allowed_bytes[d],
-            corrupted_packets: c.corrupted_packets[d],
+            matched_packets: traffic.matched_packets[d],
+            matched_bytes: traffic.matched_bytes[d],
+            dropped_packets: traffic.dropped_packets[d],
+            dropped_bytes: traffic.dropped_bytes[d],
+            resets_sent: actions.resets_sent[d],
+            rejects_sent: actions.rejects_sent[d],
+            allowed_bytes: actions.allowed_bytes[d],
+            corrupted_packets: actions.corrupted_packets[d],
         };
         let remaining = fault.deadline.remaining();
         FaultView {

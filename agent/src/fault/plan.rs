@@ -19,6 +19,23 @@ use crate::{
     policy::ProtectedTarget,
 };
 
+/// Whether packets under this slot value enter `fl_conns` (the condition before `fl_track` in
+/// faults.bpf.c): a stall counts per connection, and `connections` other than `all` tells
+/// connections apart by whether the fault saw their SYN. Removing any other fault need not
+/// walk that table.
+pub fn tracks_connections(value: &FlFault) -> bool {
+    value.action.kind == ACTION_STALL || value.match_.connections != CONN_ALL
+}
+
+/// Whether the datapath adds to this slot's `fl_action_counters`: only the actions that build,
+/// cut or change packets count there, so reading a partition's counters need not look.
+pub fn counts_actions(value: &FlFault) -> bool {
+    matches!(
+        value.action.kind,
+        ACTION_RESET | ACTION_REJECT | ACTION_STALL | ACTION_CORRUPT
+    )
+}
+
 /// The `fl_fault` value for `spec` (its deadline is set when it is installed).
 pub fn fault_value(spec: &FaultSpec, flow_seed: u32) -> FlFault {
     let target = &spec.target;
@@ -403,6 +420,32 @@ mod tests {
         assert_eq!(bytes[10..14], [0xff, 0xff, 10, 1]);
         let mask: Vec<u8> = cidr.mask.iter().flat_map(|w| w.to_ne_bytes()).collect();
         assert_eq!(mask[12..16], [0xff, 0xff, 0, 0]);
+    }
+
+    #[test]
+    fn what_a_slot_uses_beyond_its_traffic_counters() {
+        let value = |action: &str| {
+            fault_value(
+                &spec(&format!(
+                    r#"{{"target":{{"dev":"e","match":{{"proto":"tcp"}}}},{action},"duration":"1s"}}"#
+                )),
+                1,
+            )
+        };
+        let uses = |action: &str| {
+            let v = value(action);
+            (tracks_connections(&v), counts_actions(&v))
+        };
+        assert_eq!(uses(r#""partition":{}"#), (false, false));
+        assert_eq!(uses(r#""loss":{"percent":5}"#), (false, false));
+        assert_eq!(uses(r#""stall":{"bytes":10}"#), (true, true));
+        assert_eq!(uses(r#""reset":{}"#), (false, true));
+        assert_eq!(uses(r#""corrupt":{"percent":5}"#), (false, true));
+        let new_only = fault_value(
+            &spec(r#"{"target":{"dev":"e","connections":"new"},"reject":{},"duration":"1s"}"#),
+            1,
+        );
+        assert!(tracks_connections(&new_only) && counts_actions(&new_only));
     }
 
     #[test]

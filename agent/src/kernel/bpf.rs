@@ -25,9 +25,10 @@ use super::{
     KernelError,
 };
 use crate::abi::{
-    FlCandidates, FlConn, FlConnKey, FlCounters, FlFault, FlPrefixData, FlProtectedList, PrefixKey,
-    MAP_CONNS, MAP_COUNTERS, MAP_FAULTS, MAP_PREFIXES, MAP_PROTECTED, MAP_SCRATCH,
-    PREFIX_ATTACHMENT_BITS, PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_STEER,
+    FlActionCounters, FlCandidates, FlConn, FlConnKey, FlCounters, FlFault, FlPrefixData,
+    FlProtectedList, PrefixKey, MAP_ACTION_COUNTERS, MAP_CONNS, MAP_COUNTERS, MAP_FAULTS,
+    MAP_PREFIXES, MAP_PROTECTED, MAP_SCRATCH, PREFIX_ATTACHMENT_BITS, PROG_EGRESS, PROG_INGRESS,
+    PROG_INGRESS_STEER,
 };
 
 /// The compiled datapath (ebpf/faults.bpf.c), embedded at build time.
@@ -35,9 +36,10 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 /// The maps a restarted faultd takes over (the connections its faults saw open included); the
 /// per-CPU scratch map is each load's own.
-const PINNED_MAPS: [&str; 5] = [
+const PINNED_MAPS: [&str; 6] = [
     MAP_FAULTS,
     MAP_COUNTERS,
+    MAP_ACTION_COUNTERS,
     MAP_PREFIXES,
     MAP_PROTECTED,
     MAP_CONNS,
@@ -68,10 +70,18 @@ impl Hook {
     }
 }
 
+/// A slot's counters: what every CPU counts on its own, summed, and what the actions count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotCounters {
+    pub traffic: FlCounters,
+    pub actions: FlActionCounters,
+}
+
 pub struct Datapath {
     ebpf: Ebpf,
     faults: Array<MapData, FlFault>,
     counters: PerCpuArray<MapData, FlCounters>,
+    action_counters: Array<MapData, FlActionCounters>,
     prefixes: LpmTrie<MapData, FlPrefixData, FlCandidates>,
     protected: Array<MapData, FlProtectedList>,
     conns: HashMap<MapData, FlConnKey, FlConn>,
@@ -112,6 +122,7 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(MAP_FAULTS, slots);
         loader.map_max_entries(MAP_COUNTERS, slots);
+        loader.map_max_entries(MAP_ACTION_COUNTERS, slots);
         if let Some(dir) = pins {
             fs::create_dir_all(dir).map_err(syscall("create pin directory"))?;
             for map in PINNED_MAPS {
@@ -169,6 +180,8 @@ impl Datapath {
         };
         let faults = Array::try_from(take(MAP_FAULTS)?).map_err(map_err(MAP_FAULTS))?;
         let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?).map_err(map_err(MAP_COUNTERS))?;
+        let action_counters =
+            Array::try_from(take(MAP_ACTION_COUNTERS)?).map_err(map_err(MAP_ACTION_COUNTERS))?;
         let prefixes = LpmTrie::try_from(take(MAP_PREFIXES)?).map_err(map_err(MAP_PREFIXES))?;
         let protected = Array::try_from(take(MAP_PROTECTED)?).map_err(map_err(MAP_PROTECTED))?;
         let conns = HashMap::try_from(take(MAP_CONNS)?).map_err(map_err(MAP_CONNS))?;
@@ -177,11 +190,12 @@ impl Datapath {
             source,
         })?;
         // Pinned maps of an earlier faultd keep their size.
-        let slots = faults.len().min(counters.len());
+        let slots = faults.len().min(counters.len()).min(action_counters.len());
         Ok(Self {
             ebpf,
             faults,
             counters,
+            action_counters,
             prefixes,
             protected,
             conns,
@@ -307,26 +321,37 @@ impl Datapath {
             .map_err(syscall("per-cpu values"))?;
         self.counters
             .set(slot, zeros, 0)
-            .map_err(map_err(MAP_COUNTERS))
+            .map_err(map_err(MAP_COUNTERS))?;
+        self.action_counters
+            .set(slot, FlActionCounters::default(), 0)
+            .map_err(map_err(MAP_ACTION_COUNTERS))
     }
 
-    /// The slot's counters summed over CPUs.
-    pub fn read_counters(&self, slot: u32) -> Result<FlCounters, KernelError> {
+    /// The slot's counters, the per-CPU ones summed over CPUs; the action counters only when
+    /// `with_actions` (zero otherwise), which saves a system call per fault.
+    pub fn read_counters(
+        &self,
+        slot: u32,
+        with_actions: bool,
+    ) -> Result<SlotCounters, KernelError> {
         let per_cpu = self.counters.get(&slot, 0).map_err(map_err(MAP_COUNTERS))?;
-        let mut sum = FlCounters::default();
+        let mut traffic = FlCounters::default();
         for c in per_cpu.iter() {
             for dir in 0..2 {
-                sum.matched_packets[dir] += c.matched_packets[dir];
-                sum.matched_bytes[dir] += c.matched_bytes[dir];
-                sum.dropped_packets[dir] += c.dropped_packets[dir];
-                sum.dropped_bytes[dir] += c.dropped_bytes[dir];
-                sum.resets_sent[dir] += c.resets_sent[dir];
-                sum.rejects_sent[dir] += c.rejects_sent[dir];
-                sum.allowed_bytes[dir] += c.allowed_bytes[dir];
-                sum.corrupted_packets[dir] += c.corrupted_packets[dir];
+                traffic.matched_packets[dir] += c.matched_packets[dir];
+                traffic.matched_bytes[dir] += c.matched_bytes[dir];
+                traffic.dropped_packets[dir] += c.dropped_packets[dir];
+                traffic.dropped_bytes[dir] += c.dropped_bytes[dir];
             }
         }
-        Ok(sum)
+        let actions = if with_actions {
+            self.action_counters
+                .get(&slot, 0)
+                .map_err(map_err(MAP_ACTION_COUNTERS))?
+        } else {
+            FlActionCounters::default()
+        };
+        Ok(SlotCounters { traffic, actions })
     }
 
     pub fn set_prefix(&mut self, key: &PrefixKey, value: &FlCandidates) -> Result<(), KernelError> {
