@@ -22,7 +22,7 @@ use faultline_tests::{
 use serde_json::{json, Value};
 
 use crate::{
-    datapath::{prog_stats, BpfStats},
+    datapath::{per_run, prog_stats, BpfStats},
     report::{Figure, Stats},
 };
 
@@ -110,21 +110,7 @@ pub fn run(quick: bool) -> Vec<Figure> {
         let after = prog_stats(agent.pid());
         let id = applied["result"]["id"].as_str().unwrap_or_default();
         agent.request(json!({"id": 2, "op": "revoke", "fault_id": id}));
-        let runs = after.1 - before.1;
-        if runs > 0.0 {
-            let ns = (after.0 - before.0) / runs;
-            figures.push(
-                Figure::new(
-                    SECTION,
-                    format!("per run: {name}"),
-                    "ns",
-                    Stats::of(vec![ns]),
-                )
-                .note(format!(
-                    "bpf_stats run_time_ns / run_cnt over {runs:.0} runs"
-                )),
-            );
-        }
+        figures.extend(per_run(SECTION, format!("per run: {name}"), before, after));
     }
     figures.push(reset_onset(&agent, &lab, if quick { 10 } else { 50 }));
     figures

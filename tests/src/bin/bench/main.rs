@@ -13,6 +13,7 @@ mod control;
 mod datapath;
 mod fidelity;
 mod netem;
+mod profile;
 mod report;
 
 use std::{path::PathBuf, process::ExitCode};
