@@ -94,6 +94,7 @@ struct fl_packet {
 	__u8 pad2[2];
 	__u32 tcp_seq; /* host order */
 	__u32 tcp_ack;
+	__u32 l3_len;      /* the IP header's length of the packet: header and payload */
 	__u32 l4_off;      /* offsets from the Ethernet header, TCP and UDP only */
 	__u32 payload_off;
 	__u32 payload;     /* L4 payload bytes, as the IP header counts them */
@@ -108,6 +109,7 @@ struct fl_packet {
 	__u32 corrupt_bits;
 	__u32 corrupt_flags;
 	struct fl_answered answered;
+	/* Not cleared per packet: each reply builder writes what it sends before reading it. */
 	struct fl_frame frame;
 };
 
@@ -198,34 +200,11 @@ static __always_inline int fl_parse(struct __sk_buff *skb, int dir, struct fl_pa
 	} else {
 		pkt->replyable = 0;
 	}
-	if (pkt->proto == IPPROTO_TCP) {
-		struct {
-			__be32 seq;
-			__be32 ack;
-			__u8 offset; /* header length in words, in the high nibble */
-			__u8 flags;
-		} tcp;
-
-		if (bpf_skb_load_bytes(skb, l4_off + 4, &tcp, 10) == 0) {
-			pkt->tcp_seq = bpf_ntohl(tcp.seq);
-			pkt->tcp_ack = bpf_ntohl(tcp.ack);
-			pkt->tcp_flags = tcp.flags;
-			pkt->payload_off = l4_off + (tcp.offset >> 4) * 4;
-		} else {
-			pkt->replyable = 0;
-		}
-	} else if (pkt->proto == IPPROTO_UDP) {
-		pkt->payload_off = l4_off + FL_UDP_HLEN;
-	}
 	pkt->l4_off = l4_off;
-	/* A malformed header that claims more than the packet holds carries no payload. */
-	if (pkt->payload_off && ETH_HLEN + l3_len > pkt->payload_off)
-		pkt->payload = ETH_HLEN + l3_len - pkt->payload_off;
+	pkt->l3_len = l3_len;
 	if (pkt->replyable) {
 		struct fl_answered *a = &pkt->answered;
 
-		if (bpf_skb_load_bytes(skb, 0, a->mac_dst, 2 * ETH_ALEN) < 0)
-			pkt->replyable = 0;
 		__builtin_memcpy(a->src, src, sizeof(src));
 		__builtin_memcpy(a->dst, dst, sizeof(dst));
 		a->sport = ports[0];
@@ -246,6 +225,41 @@ static __always_inline int fl_parse(struct __sk_buff *skb, int dir, struct fl_pa
 	pkt->segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
 	pkt->len = skb->len;
 	return 0;
+}
+
+/*
+ * The rest of what the faults may need of a packet fl_parse read, which no packet outside a
+ * fault's addresses pays for: the TCP header's sequence numbers and flags, where the payload
+ * starts and its length, and the MAC addresses a reply swaps.
+ */
+static __always_inline void fl_parse_rest(struct __sk_buff *skb, struct fl_packet *pkt)
+{
+	__u32 l4_off = pkt->l4_off;
+
+	if (pkt->proto == IPPROTO_TCP) {
+		struct {
+			__be32 seq;
+			__be32 ack;
+			__u8 offset; /* header length in words, in the high nibble */
+			__u8 flags;
+		} tcp;
+
+		if (bpf_skb_load_bytes(skb, l4_off + 4, &tcp, 10) == 0) {
+			pkt->tcp_seq = bpf_ntohl(tcp.seq);
+			pkt->tcp_ack = bpf_ntohl(tcp.ack);
+			pkt->tcp_flags = tcp.flags;
+			pkt->payload_off = l4_off + (tcp.offset >> 4) * 4;
+		} else {
+			pkt->replyable = 0;
+		}
+	} else if (pkt->proto == IPPROTO_UDP) {
+		pkt->payload_off = l4_off + FL_UDP_HLEN;
+	}
+	/* A malformed header that claims more than the packet holds carries no payload. */
+	if (pkt->payload_off && ETH_HLEN + pkt->l3_len > pkt->payload_off)
+		pkt->payload = ETH_HLEN + pkt->l3_len - pkt->payload_off;
+	if (pkt->replyable && bpf_skb_load_bytes(skb, 0, pkt->answered.mac_dst, 2 * ETH_ALEN) < 0)
+		pkt->replyable = 0;
 }
 
 static __always_inline int fl_cidr_contains(const struct fl_cidr *cidr, const __u32 addr[4])
@@ -534,8 +548,8 @@ static __always_inline int fl_stall(struct fl_fault *fault, struct fl_conn *conn
  * Whether the fault's action applies to the packet at all: a reset answers TCP segments but
  * lets the handshake (SYN) and RSTs through, so a new connection opens and is then reset, and
  * no RST is ever answered; a reject answers what opens a connection (a SYN) or is a UDP
- * datagram; a stall holds TCP. Packets that cannot be answered (IPv4 options, IPv6 extension headers) are
- * dropped instead (fl_reply).
+ * datagram; a stall holds TCP. Packets that cannot be answered (IPv4 options, IPv6 extension
+ * headers) are dropped instead (fl_reply).
  */
 static __always_inline int fl_action_applies(__u32 kind, const struct fl_packet *pkt)
 {
@@ -824,16 +838,17 @@ static __always_inline int fl_handle(struct __sk_buff *skb, int dir)
 	pkt = bpf_map_lookup_elem(&fl_scratch, &zero);
 	if (!pkt)
 		return TC_ACT_UNSPEC;
-	__builtin_memset(pkt, 0, sizeof(*pkt));
+	__builtin_memset(pkt, 0, __builtin_offsetof(struct fl_packet, frame));
 	if (fl_parse(skb, dir, pkt) < 0)
 		return TC_ACT_UNSPEC;
 	__builtin_memcpy(key.addr, pkt->remote, sizeof(key.addr));
 	candidates = bpf_map_lookup_elem(&fl_prefixes, &key);
 	if (!candidates)
 		return TC_ACT_UNSPEC;
-	/* Only packets some fault may match pay for the pass-list. */
+	/* Only packets some fault may match pay for the pass-list and the rest of the parse. */
 	if (fl_is_protected(pkt))
 		return TC_ACT_UNSPEC;
+	fl_parse_rest(skb, pkt);
 
 	now = bpf_ktime_get_ns();
 	for (int i = 0; i < FL_MAX_CANDIDATES; i++) {

@@ -15,8 +15,8 @@
 /*
  * One set of maps serves every namespace and device: a packet's entries in fl_prefixes are
  * those of the filter that runs the program, which carries its attachment id as its classid
- * (skb->tc_classid when the program starts). faultd sizes fl_faults and both counter maps at load
- * (--max-faults); these are the object's defaults.
+ * (skb->tc_classid when the program starts). faultd sizes fl_faults and both counter maps
+ * at load (--max-faults); these are the object's defaults.
  */
 #define FL_MAX_FAULTS 1024       /* fault slots, for the whole agent */
 #define FL_MAX_PREFIXES 16384    /* remote-address trie entries, for the whole agent */

@@ -74,6 +74,23 @@ pub fn run(quick: bool) -> Vec<Figure> {
     }
     let lone_apply = Stats::of_durations_ms(&lone_applies);
 
+    // Its parts, to see what limits it: the attachment alone is a lone eBPF fault's apply; the
+    // class and netem alone are the apply beside another delay fault (below); what remains is
+    // the htb root replacing the device's.
+    let mut attaches = Vec::new();
+    for i in 0..runs {
+        let loss = json!({"target": {"netns": lab.a.netns, "dev": dev,
+                          "match": {"dst": [lab.b.v4.to_string()]}},
+                          "loss": {"percent": 10}, "duration": "10m"});
+        let start = Instant::now();
+        let applied = conn.request(&json!({"id": i, "op": "apply", "fault": loss}));
+        attaches.push(start.elapsed());
+        assert_eq!(applied["ok"], true, "{applied}");
+        let revoked =
+            conn.request(&json!({"id": i, "op": "revoke", "fault_id": applied["result"]["id"]}));
+        assert_eq!(revoked["ok"], true, "{revoked}");
+    }
+
     // A resident fault keeps the htb root on the device, as during a drill with several faults.
     let first = conn.request(&json!({"id": 0, "op": "apply",
         "fault": {"target": {"netns": lab.a.netns, "dev": dev, "match": {"dst": ["10.99.0.1"]}},
@@ -104,7 +121,10 @@ pub fn run(quick: bool) -> Vec<Figure> {
     let (mut tc_flow_adds, mut tc_flow_dels) = (Vec::new(), Vec::new());
     // And the simplest change there is: netem as the device's root, delaying everything.
     let (mut tc_root_adds, mut tc_root_dels) = (Vec::new(), Vec::new());
+    // What a tc process costs before it changes anything.
+    let mut tc_shows = Vec::new();
     for _ in 0..runs {
+        tc_shows.push(tc(&lab, &["qdisc", "show", "dev", dev]));
         tc_flow_adds.push(
             tc(
                 &lab,
@@ -159,6 +179,18 @@ pub fn run(quick: bool) -> Vec<Figure> {
         )
         .target("p50 ≤ 5 ms", lone_apply.median <= 5.0),
     );
+    figures.push(
+        Figure::new(
+            SECTION,
+            "faultd lone eBPF fault apply, quiet device (the attachment alone: clsact + filter)",
+            "ms",
+            Stats::of_durations_ms(&attaches),
+        )
+        .versus(
+            "faultd lone delay fault apply",
+            Stats::of_durations_ms(&attaches).median / lone_apply.median,
+        ),
+    );
     figures.push(Figure::new(
         SECTION,
         "faultd lone delay fault revoke (takes the tree and the attachment away)",
@@ -197,6 +229,12 @@ pub fn run(quick: bool) -> Vec<Figure> {
         )
         .versus("faultd apply", tc_root.median / apply_stats.median),
     );
+    figures.push(Figure::new(
+        SECTION,
+        "tc qdisc show (1 process that changes nothing: what tc's figures spend before the kernel)",
+        "ms",
+        Stats::of_durations_ms(&tc_shows),
+    ));
     figures.push(Figure::new(
         SECTION,
         "tc qdisc del root",
