@@ -7,7 +7,9 @@ use std::{fs, path::Path, process::Command, time::Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::vm::apt;
+use clap::builder::PossibleValuesParser;
+
+use crate::vm::{apt, kernel::KERNELS};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -20,6 +22,9 @@ pub struct BenchArgs {
     /// Also measure delay faults (netem) in a VM, as `cargo xtask vm-test` boots one.
     #[arg(long)]
     vm: bool,
+    /// The VM's kernel (default: the oldest of the matrix, where attaching costs the most).
+    #[arg(long, value_parser = PossibleValuesParser::new(KERNELS.iter().map(|k| k.name)))]
+    vm_kernel: Option<String>,
     /// Where to write results.json and RESULTS.md.
     #[arg(long, default_value = "bench")]
     out: String,
@@ -88,7 +93,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         if args.quick {
             guest_args.push("--quick".into());
         }
-        let results = crate::vm::bench(&release, &guest_args)?;
+        let results = crate::vm::bench(&release, args.vm_kernel.as_deref(), &guest_args)?;
         let results: serde_json::Value =
             serde_json::from_str(&results).context("the guest's results")?;
         let out = root.join(&args.out);

@@ -6,7 +6,7 @@ pub mod apt;
 mod cpio;
 mod debian;
 mod guest;
-mod kernel;
+pub mod kernel;
 mod qemu;
 mod suite;
 
@@ -116,12 +116,16 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
 
 /// The benchmark's netem section in a guest on the matrix's first kernel: boots the release
 /// binaries in `release_dir` with `bench_args`, and returns the results file the guest printed.
-pub fn bench(release_dir: &Path, bench_args: &[String]) -> Result<String> {
+pub fn bench(release_dir: &Path, kernel: Option<&str>, bench_args: &[String]) -> Result<String> {
     const RESULTS: &str = "FAULTLINE-BENCH-RESULTS:";
     apt::ensure_host_tools()?;
     let vm_dir = suite::target_dir()?.join("vm");
     let _lock = lock(&vm_dir)?;
-    let k = KERNELS.first().context("no kernel in the matrix")?;
+    let k = match kernel {
+        Some(name) => KERNELS.iter().find(|k| k.name == name),
+        None => KERNELS.first(),
+    }
+    .context("no such kernel in the matrix")?;
     let dir = vm_dir.join(k.name);
     fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let mut archive = debian::Archive::new(&vm_dir.join("apt"))?;
